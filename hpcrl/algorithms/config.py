@@ -1,0 +1,110 @@
+"""Trainer config: common defaults, merging and validation."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from typing import Any
+
+from hpcrl.models.catalog import merge_model_config
+
+COMMON_CONFIG: dict[str, Any] = {
+    # --- environment ---
+    # gymnasium id, "module:EnvId", a name given to register_env, or a creator function.
+    "env": None,
+    # Passed to the env creator (or as keyword arguments to gymnasium.make_vec).
+    "env_config": {},
+    # "auto" (the env's own batched implementation if it has one, else "sync"),
+    # "vector_entry_point", "sync" or "async" (one subprocess per env).
+    "vectorization_mode": "auto",
+    # --- rollouts ---
+    # Remote rollout workers; 0 samples on the driver.
+    "num_workers": 0,
+    # Envs stepped together (one batched forward pass) by each worker.
+    "num_envs_per_worker": 1,
+    # Steps per env in one sample() call.
+    "rollout_fragment_length": 200,
+    # "truncate_episodes" (exact fragments, cut episodes bootstrapped) or
+    # "complete_episodes" (whole episodes only, at least one fragment of steps).
+    "batch_mode": "truncate_episodes",
+    # Sample stochastically (True) or take the most likely action (False).
+    "explore": True,
+    # Clip continuous actions to the action space bounds before stepping the env.
+    "clip_actions": True,
+    # --- training ---
+    # Rows gathered before each learning step.
+    "train_batch_size": 200,
+    # Discount factor.
+    "gamma": 0.99,
+    # Learning rate.
+    "lr": 1e-4,
+    # Clip the global gradient norm to this value (None: no clipping).
+    "grad_clip": None,
+    # Model options; see hpcrl.models.MODEL_DEFAULTS.
+    "model": {},
+    # Minimum env steps per train() call (optimizer steps repeat until reached).
+    "timesteps_per_iteration": 0,
+    # --- execution ---
+    # Where remote workers run: "local" (this process).
+    "backend": "local",
+    # torch device of the learner.
+    "device": "cpu",
+    # Seed for envs, action sampling, model init and minibatch order (None: random).
+    "seed": None,
+    # Episodes averaged in episode_reward_mean/min/max and episode_len_mean.
+    "metrics_smoothing_episodes": 100,
+}
+
+# Keys whose value may be of any type (free-form or several allowed types).
+_ANY_TYPE = {"env", "env_config", "seed", "grad_clip"}
+
+
+def with_common_config(extra: dict[str, Any]) -> dict[str, Any]:
+    """COMMON_CONFIG updated with an algorithm's own keys and defaults."""
+    config = copy.deepcopy(COMMON_CONFIG)
+    config.update(copy.deepcopy(extra))
+    return config
+
+
+def merge_config(defaults: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
+    """``config`` merged over ``defaults``, with every key and type checked.
+
+    Raises:
+        ValueError: an unknown key (naming the closest valid one) or a value
+            of the wrong type (naming the expected type).
+    """
+    merged = copy.deepcopy(defaults)
+    for key, value in (config or {}).items():
+        if key not in defaults:
+            raise ValueError(unknown_key_message("config key", key, defaults))
+        _check_type(key, value, defaults[key])
+        merged[key] = value
+    merged["model"] = merge_model_config(merged.get("model") or {})
+    return merged
+
+
+def unknown_key_message(what: str, key: str, valid: Any) -> str:
+    close = difflib.get_close_matches(str(key), [str(k) for k in valid], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {key!r}{hint}"
+
+
+def _check_type(key: str, value: Any, default: Any) -> None:
+    if key in _ANY_TYPE or default is None:
+        return
+    expected: tuple[type, ...]
+    if isinstance(default, bool):
+        expected = (bool,)
+    elif isinstance(default, (int, float)):
+        expected = (int, float) if isinstance(default, float) else (int,)
+        if isinstance(value, bool):
+            expected = ()
+    elif isinstance(default, (list, tuple)):
+        expected = (list, tuple)
+    else:
+        expected = (type(default),)
+    if not expected or not isinstance(value, expected):
+        names = " or ".join(t.__name__ for t in (expected or (type(default),)))
+        raise ValueError(
+            f"config key {key!r} must be {names}, got {type(value).__name__} {value!r}"
+        )

@@ -1,0 +1,69 @@
+"""PG: vanilla policy gradient (REINFORCE) with discounted returns as advantages.
+
+Williams 1992. Each iteration samples ``train_batch_size`` steps, computes the
+discounted return of every step (no critic, no bootstrapping) and takes one
+gradient step on ``-mean(log pi(a|s) * advantage)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hpcrl.algorithms.config import with_common_config
+from hpcrl.algorithms.trainer_template import build_trainer
+from hpcrl.evaluation.postprocessing import Postprocessing, compute_advantages
+from hpcrl.optimizers import SyncSamplesOptimizer
+from hpcrl.policy.policy_template import build_torch_policy
+from hpcrl.policy.sample_batch import SampleBatch
+
+DEFAULT_CONFIG: dict[str, Any] = with_common_config(
+    {
+        "lr": 4e-4,
+        "rollout_fragment_length": 200,
+        "train_batch_size": 200,
+        # Scale advantages to zero mean and unit variance over each train batch.
+        "standardize_advantages": True,
+    }
+)
+
+
+def pg_loss(policy, model, dist_class, train_batch: SampleBatch) -> torch.Tensor:
+    """-E[log pi(a|s) * A]."""
+    logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
+    logp = dist_class(logits, model).logp(train_batch[SampleBatch.ACTIONS])
+    loss = -(logp * train_batch[Postprocessing.ADVANTAGES]).mean()
+    policy.loss_stats["policy_loss"] = loss
+    return loss
+
+
+def postprocess_returns(policy, sample_batch, other_agent_batches=None, episode=None):
+    """Advantages = discounted returns within each trajectory."""
+    return compute_advantages(
+        sample_batch, 0.0, policy.config["gamma"], use_gae=False, use_critic=False
+    )
+
+
+PGTorchPolicy = build_torch_policy(
+    "PGTorchPolicy",
+    loss_fn=pg_loss,
+    get_default_config=lambda: DEFAULT_CONFIG,
+    postprocess_fn=postprocess_returns,
+)
+
+
+def make_sync_optimizer(workers, config: dict[str, Any]) -> SyncSamplesOptimizer:
+    """SyncSamplesOptimizer over ``train_batch_size``, standardising advantages if asked."""
+    fields = (Postprocessing.ADVANTAGES,) if config.get("standardize_advantages") else ()
+    return SyncSamplesOptimizer(
+        workers, train_batch_size=config["train_batch_size"], standardize_fields=fields
+    )
+
+
+PGTrainer = build_trainer(
+    "PG",
+    PGTorchPolicy,
+    default_config=DEFAULT_CONFIG,
+    make_policy_optimizer=make_sync_optimizer,
+)

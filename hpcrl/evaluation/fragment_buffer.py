@@ -1,0 +1,77 @@
+"""Time-major step storage for a vector of envs, cut into per-env fragments.
+
+Each vector step writes one row per env for every column into preallocated
+[time, env] arrays: a contiguous copy per column, no per-env Python loop. A
+``valid`` mask marks the rows that are real transitions (gymnasium's
+next-step autoreset spends one step per finished episode on the reset; that
+row is not a transition). ``take`` gathers the chosen rows in env-major
+order, so each env's rows are contiguous in time, and keeps the rest for the
+next fragment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class FragmentBuffer:
+    """Columns of shape [time, num_envs, ...] that grow along time as needed."""
+
+    def __init__(self, num_envs: int, capacity: int) -> None:
+        self.num_envs = num_envs
+        self.capacity = max(1, capacity)
+        self.columns: dict[str, np.ndarray] = {}
+        self.valid = np.zeros((self.capacity, num_envs), dtype=bool)
+        self.size = 0
+
+    def add(self, step: dict[str, Any], valid: np.ndarray) -> None:
+        """Store one vector step: ``step[key]`` has shape [num_envs, ...]."""
+        if self.size == self.capacity:
+            self._grow()
+        t = self.size
+        for key, value in step.items():
+            column = self.columns.get(key)
+            if column is None:
+                column = self._new_column(key, np.asarray(value))
+            column[t] = value
+        self.valid[t] = valid
+        self.size += 1
+
+    def take(self, emit: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows where ``emit`` ([size, num_envs]) is set, env-major; the other valid
+        rows move to the front for the next fragment."""
+        order = emit.T
+        out = {key: np.swapaxes(col[: self.size], 0, 1)[order] for key, col in self.columns.items()}
+        carry = self.valid[: self.size] & ~emit
+        self._keep(carry)
+        return out
+
+    def _keep(self, carry: np.ndarray) -> None:
+        steps_with_carry = np.flatnonzero(carry.any(axis=1))
+        if len(steps_with_carry) == 0:
+            self.size = 0
+            return
+        start = int(steps_with_carry[0])
+        kept = self.size - start
+        for column in self.columns.values():
+            column[:kept] = column[start : self.size]
+        self.valid[:kept] = carry[start:]
+        self.size = kept
+
+    def _new_column(self, key: str, value: np.ndarray) -> np.ndarray:
+        shape = (self.capacity, *value.shape)
+        column = np.empty(shape, dtype=value.dtype)
+        self.columns[key] = column
+        return column
+
+    def _grow(self) -> None:
+        self.capacity *= 2
+        for key, column in self.columns.items():
+            grown = np.empty((self.capacity, *column.shape[1:]), dtype=column.dtype)
+            grown[: self.size] = column[: self.size]
+            self.columns[key] = grown
+        valid = np.zeros((self.capacity, self.num_envs), dtype=bool)
+        valid[: self.size] = self.valid[: self.size]
+        self.valid = valid

@@ -1,0 +1,81 @@
+"""Episode metrics: per-env accumulation in workers, a smoothing window on the driver."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+
+class EpisodeStats:
+    """Running return and length of each env's current episode (vectorised)."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.returns = np.zeros(num_envs, dtype=np.float64)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+        self._completed_returns: list[np.ndarray] = []
+        self._completed_lengths: list[np.ndarray] = []
+
+    def step(self, rewards: np.ndarray, valid: np.ndarray, done: np.ndarray) -> None:
+        """Add one vector step; ``done`` marks envs whose episode ended at it."""
+        self.returns += np.where(valid, rewards, 0.0)
+        self.lengths += valid
+        if done.any():
+            self._completed_returns.append(self.returns[done].copy())
+            self._completed_lengths.append(self.lengths[done].copy())
+            self.returns[done] = 0.0
+            self.lengths[done] = 0
+
+    def pop_completed(self) -> tuple[np.ndarray, np.ndarray]:
+        """Returns and lengths of episodes completed since the last call."""
+        returns = (
+            np.concatenate(self._completed_returns) if self._completed_returns else np.zeros(0)
+        )
+        lengths = (
+            np.concatenate(self._completed_lengths)
+            if self._completed_lengths
+            else np.zeros(0, dtype=np.int64)
+        )
+        self._completed_returns.clear()
+        self._completed_lengths.clear()
+        return returns, lengths
+
+
+class MetricsWindow:
+    """The last ``size`` completed episodes over all workers, for result summaries."""
+
+    def __init__(self, size: int = 100) -> None:
+        if size < 1:
+            raise ValueError(f"metrics_smoothing_episodes must be >= 1, got {size}")
+        self.returns: deque[float] = deque(maxlen=size)
+        self.lengths: deque[int] = deque(maxlen=size)
+        self.episodes_total = 0
+
+    def add(self, worker_metrics: Iterable[dict[str, Any]]) -> int:
+        """Add the ``get_metrics()`` results of workers; returns episodes added."""
+        added = 0
+        for metrics in worker_metrics:
+            self.returns.extend(float(r) for r in metrics["episode_returns"])
+            self.lengths.extend(int(n) for n in metrics["episode_lengths"])
+            added += len(metrics["episode_returns"])
+        self.episodes_total += added
+        return added
+
+    def summary(self) -> dict[str, float]:
+        if not self.returns:
+            nan = float("nan")
+            return {
+                "episode_reward_mean": nan,
+                "episode_reward_min": nan,
+                "episode_reward_max": nan,
+                "episode_len_mean": nan,
+            }
+        returns = np.fromiter(self.returns, dtype=np.float64)
+        return {
+            "episode_reward_mean": float(returns.mean()),
+            "episode_reward_min": float(returns.min()),
+            "episode_reward_max": float(returns.max()),
+            "episode_len_mean": float(np.mean(self.lengths)),
+        }

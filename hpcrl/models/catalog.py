@@ -1,0 +1,200 @@
+"""The model catalog: picks models, action distributions and preprocessors for spaces."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from typing import Any
+
+from gymnasium import spaces
+
+from hpcrl.models.distributions import (
+    ActionDistribution,
+    Categorical,
+    DiagGaussian,
+    MultiCategorical,
+)
+from hpcrl.models.fcnet import FullyConnectedNetwork
+from hpcrl.models.preprocessors import Preprocessor, get_preprocessor
+from hpcrl.models.torch_model import TorchModel
+
+MODEL_DEFAULTS: dict[str, Any] = {
+    # Hidden layer sizes of the fully connected network.
+    "fcnet_hiddens": [256, 256],
+    # Activation of the hidden layers: "tanh", "relu", "elu", "swish"/"silu" or "linear".
+    "fcnet_activation": "tanh",
+    # Whether the value head shares the policy's hidden layers (else a separate MLP).
+    "vf_share_layers": False,
+    # Whether a Gaussian policy's log-std is a learned, state-independent parameter
+    # instead of half of the network's outputs.
+    "free_log_std": False,
+    # A model class (a TorchModel subclass) or the name it was registered under with
+    # ModelCatalog.register_custom_model; None uses FullyConnectedNetwork.
+    "custom_model": None,
+    # Keyword arguments passed to the custom model's constructor.
+    "custom_model_config": {},
+    # An ActionDistribution subclass or the name it was registered under with
+    # ModelCatalog.register_custom_action_dist; None picks one from the action space.
+    "custom_action_dist": None,
+    # Longest sequence (in time steps) a recurrent model is trained on.
+    "max_seq_len": 20,
+}
+
+
+class ModelCatalog:
+    """Registry and factory for models, action distributions and preprocessors.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> obs_space, action_space = gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2)
+        >>> dist_class, num_outputs = ModelCatalog.get_action_dist(action_space, {})
+        >>> model = ModelCatalog.get_model(obs_space, action_space, num_outputs,
+        ...                                {"fcnet_hiddens": [64, 64]})
+        >>> dist_class.__name__, type(model).__name__
+        ('Categorical', 'FullyConnectedNetwork')
+    """
+
+    _custom_models: dict[str, type[TorchModel]] = {}
+    _custom_action_dists: dict[str, type[ActionDistribution]] = {}
+
+    @classmethod
+    def register_custom_model(cls, name: str, model_class: type[TorchModel]) -> None:
+        """Registers ``model_class`` so that ``{"custom_model": name}`` selects it.
+
+        Raises:
+            TypeError: If ``model_class`` is not a TorchModel subclass.
+        """
+        if not (isinstance(model_class, type) and issubclass(model_class, TorchModel)):
+            raise TypeError(
+                f"custom model {name!r} must be a TorchModel subclass, got {model_class!r}"
+            )
+        cls._custom_models[name] = model_class
+
+    @classmethod
+    def register_custom_action_dist(cls, name: str, dist_class: type[ActionDistribution]) -> None:
+        """Registers ``dist_class`` so that ``{"custom_action_dist": name}`` selects it.
+
+        Raises:
+            TypeError: If ``dist_class`` is not an ActionDistribution subclass.
+        """
+        if not (isinstance(dist_class, type) and issubclass(dist_class, ActionDistribution)):
+            raise TypeError(
+                f"custom action distribution {name!r} must be an ActionDistribution "
+                f"subclass, got {dist_class!r}"
+            )
+        cls._custom_action_dists[name] = dist_class
+
+    @classmethod
+    def get_action_dist(
+        cls, action_space: spaces.Space, model_config: dict[str, Any] | None = None
+    ) -> tuple[type[ActionDistribution], int]:
+        """Returns the action-distribution class for ``action_space`` and its input size.
+
+        Discrete gives Categorical (``n`` inputs), MultiDiscrete gives MultiCategorical
+        (``sum(nvec)``), Box gives DiagGaussian (``2 * prod(shape)``); a
+        ``custom_action_dist`` in ``model_config`` takes precedence.
+
+        Raises:
+            ValueError: If the space is not supported or the config is invalid.
+        """
+        config = merge_model_config(model_config)
+        custom = config["custom_action_dist"]
+        if custom is not None:
+            registry = cls._custom_action_dists
+            dist_class = _lookup(custom, registry, ActionDistribution, "action_dist")
+        elif isinstance(action_space, spaces.Discrete):
+            dist_class = Categorical
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            dist_class = MultiCategorical
+        elif isinstance(action_space, spaces.Box):
+            dist_class = DiagGaussian
+        else:
+            raise ValueError(
+                f"no action distribution for action space {action_space!r}; supported: "
+                "Discrete, MultiDiscrete, Box (or set model_config['custom_action_dist'])"
+            )
+        return dist_class, int(dist_class.required_model_output_shape(action_space, config))
+
+    @classmethod
+    def get_model(
+        cls,
+        obs_space: spaces.Space,
+        action_space: spaces.Space,
+        num_outputs: int | None,
+        model_config: dict[str, Any] | None = None,
+        name: str = "model",
+    ) -> TorchModel:
+        """Builds the model ``model_config`` asks for.
+
+        Args:
+            obs_space: The observation space (the model sees it preprocessed, flattened to
+                ``get_preprocessor(obs_space).size`` floats).
+            action_space: The action space.
+            num_outputs: Size of the model output, usually from :meth:`get_action_dist`.
+            model_config: Overrides of ``MODEL_DEFAULTS``.
+            name: A name for the model.
+
+        Returns:
+            The custom model if ``custom_model`` is set (constructed with
+            ``custom_model_config`` as keyword arguments), else a FullyConnectedNetwork.
+
+        Raises:
+            ValueError: For unknown config keys, unregistered custom model names, or an
+                unsupported observation space.
+        """
+        config = merge_model_config(model_config)
+        get_preprocessor(obs_space)  # Fails early for observation spaces we cannot flatten.
+        custom = config["custom_model"]
+        if custom is None:
+            return FullyConnectedNetwork(obs_space, action_space, num_outputs, config, name)
+        model_class = _lookup(custom, cls._custom_models, TorchModel, "model")
+        return model_class(
+            obs_space,
+            action_space,
+            num_outputs,
+            config,
+            name,
+            **config["custom_model_config"],
+        )
+
+    @staticmethod
+    def get_preprocessor(obs_space: spaces.Space) -> Preprocessor:
+        """Returns the preprocessor for ``obs_space`` (see :func:`get_preprocessor`)."""
+        return get_preprocessor(obs_space)
+
+
+def merge_model_config(model_config: dict[str, Any] | None) -> dict[str, Any]:
+    """Returns ``model_config`` merged over a copy of ``MODEL_DEFAULTS``.
+
+    Raises:
+        ValueError: If a key is not in ``MODEL_DEFAULTS``; the message suggests the closest
+            valid key.
+    """
+    model_config = model_config or {}
+    for key in model_config:
+        if key not in MODEL_DEFAULTS:
+            close = difflib.get_close_matches(str(key), list(MODEL_DEFAULTS), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {list(MODEL_DEFAULTS)}"
+            raise ValueError(f"unknown model config key {key!r}; {hint}")
+    config = copy.deepcopy(MODEL_DEFAULTS)
+    config.update(model_config)
+    return config
+
+
+def _lookup(custom: Any, registry: dict[str, type], base: type, kind: str) -> type:
+    """Resolves a class or a registered name to a subclass of ``base``."""
+    if isinstance(custom, type):
+        if not issubclass(custom, base):
+            raise TypeError(f"custom {kind} {custom!r} is not a {base.__name__} subclass")
+        return custom
+    if custom in registry:
+        return registry[custom]
+    close = difflib.get_close_matches(str(custom), list(registry), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"no custom {kind} registered as {custom!r}; registered: {sorted(registry) or 'none'}."
+        f"{hint} Register it with ModelCatalog.register_custom_{kind}(name, cls)."
+    )
+
+
+__all__ = ["MODEL_DEFAULTS", "ModelCatalog", "merge_model_config"]

@@ -1,0 +1,12 @@
+"""Policy optimizers: communication strategies between rollout workers and learners."""
+
+from __future__ import annotations
+
+from hpcrl.optimizers.policy_optimizer import (
+    PolicyOptimizer,
+    do_minibatch_sgd,
+    standardize_fields,
+)
+from hpcrl.optimizers.sync_samples_optimizer import SyncSamplesOptimizer
+
+__all__ = ["PolicyOptimizer", "SyncSamplesOptimizer", "do_minibatch_sgd", "standardize_fields"]

@@ -1,0 +1,145 @@
+"""PolicyOptimizer: the base of every communication strategy."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from hpcrl.evaluation.worker_set import WorkerSet
+from hpcrl.policy.policy import Policy
+from hpcrl.policy.sample_batch import SampleBatch
+
+
+class PolicyOptimizer:
+    """Decides who samples, who learns, and what is sent where.
+
+    An optimizer talks to rollout workers only through the worker contract
+    (``sample``, ``get_weights``, ``set_weights``, ``compute_gradients``,
+    ``apply_gradients``, ``learn_on_batch``) and the backend interface, so it
+    runs unchanged on every backend.
+
+    Attributes:
+        workers: the WorkerSet it drives.
+        num_steps_sampled: env steps sampled so far.
+        num_steps_trained: rows fed to SGD so far (rows x epochs).
+    """
+
+    def __init__(self, workers: WorkerSet) -> None:
+        self.workers = workers
+        self.backend = workers.backend
+        self.num_steps_sampled = 0
+        self.num_steps_trained = 0
+        self.timers: dict[str, float] = defaultdict(float)
+
+    @classmethod
+    def make(
+        cls,
+        env_creator: str | Callable[..., Any],
+        policy: type[Policy],
+        *,
+        num_workers: int = 0,
+        worker_config: dict[str, Any] | None = None,
+        backend: str = "local",
+        **optimizer_kwargs: Any,
+    ) -> PolicyOptimizer:
+        """Build the WorkerSet and the optimizer in one call.
+
+        Example:
+            >>> from hpcrl.algorithms.pg import PGTorchPolicy
+            >>> opt = SyncSamplesOptimizer.make("CartPole-v1", PGTorchPolicy, num_workers=2,
+            ...                                 worker_config={"rollout_fragment_length": 50})
+            >>> stats = opt.step()
+            >>> opt.num_steps_sampled
+            100
+        """
+        workers = WorkerSet(
+            policy=policy,
+            env_creator=env_creator,
+            num_workers=num_workers,
+            config=worker_config,
+            backend=backend,
+        )
+        return cls(workers, **optimizer_kwargs)
+
+    def step(self) -> dict[str, Any]:
+        """One round of sampling and learning; returns learner stats."""
+        raise NotImplementedError(f"{type(self).__name__} must implement step")
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and timings (seconds spent per phase)."""
+        return {
+            "num_steps_sampled": self.num_steps_sampled,
+            "num_steps_trained": self.num_steps_trained,
+            **{f"{name}_time_s": round(seconds, 4) for name, seconds in self.timers.items()},
+        }
+
+    def save(self) -> dict[str, Any]:
+        """Counters, for checkpoints."""
+        return {
+            "num_steps_sampled": self.num_steps_sampled,
+            "num_steps_trained": self.num_steps_trained,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.num_steps_sampled = int(data["num_steps_sampled"])
+        self.num_steps_trained = int(data["num_steps_trained"])
+
+    def stop(self) -> None:
+        """Release what the optimizer holds (the workers are stopped by their owner)."""
+
+    def _timed(self, name: str) -> _Timer:
+        return _Timer(self.timers, name)
+
+
+class _Timer:
+    def __init__(self, timers: dict[str, float], name: str) -> None:
+        self.timers = timers
+        self.name = name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.timers[self.name] += time.perf_counter() - self.start
+
+
+def standardize_fields(batch: SampleBatch, fields: tuple[str, ...] | list[str]) -> SampleBatch:
+    """Scale each named column to zero mean and unit variance, in place."""
+    for field in fields:
+        value = batch[field]
+        batch[field] = ((value - value.mean()) / max(1e-4, float(value.std()))).astype(
+            value.dtype
+        )
+    return batch
+
+
+def do_minibatch_sgd(
+    samples: SampleBatch,
+    policy: Policy,
+    num_sgd_iter: int,
+    sgd_minibatch_size: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """``num_sgd_iter`` epochs of ``learn_on_batch`` over shuffled minibatches.
+
+    Returns the learner stats averaged over the last epoch's minibatches.
+    """
+    if sgd_minibatch_size <= 0 or sgd_minibatch_size >= samples.count:
+        stats: dict[str, Any] = {}
+        for _ in range(num_sgd_iter):
+            stats = policy.learn_on_batch(samples)
+        return stats
+    totals: dict[str, list[float]] = defaultdict(list)
+    for epoch in range(num_sgd_iter):
+        last = epoch == num_sgd_iter - 1
+        for minibatch in samples.minibatches(sgd_minibatch_size, rng=rng):
+            stats = policy.learn_on_batch(minibatch)
+            if last:
+                for key, value in stats.items():
+                    if isinstance(value, (int, float, np.floating)):
+                        totals[key].append(float(value))
+    return {key: float(np.mean(values)) for key, values in totals.items()}

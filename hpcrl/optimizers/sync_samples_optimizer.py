@@ -1,0 +1,84 @@
+"""SyncSamplesOptimizer: broadcast weights, all sample, gather, learn centrally."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hpcrl.evaluation.worker_set import WorkerSet
+from hpcrl.optimizers.policy_optimizer import (
+    PolicyOptimizer,
+    do_minibatch_sgd,
+    standardize_fields,
+)
+from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, SampleBatch, concat_samples
+
+
+class SyncSamplesOptimizer(PolicyOptimizer):
+    """Synchronous sampling, central learning (PG, A2C, simple PPO).
+
+    Each ``step``: broadcast the local worker's weights; every remote worker
+    samples a fragment (the local worker does when there are none), repeated
+    until ``train_batch_size`` rows are in; concatenate; learn on the local
+    worker with ``num_sgd_iter`` epochs of minibatches of
+    ``sgd_minibatch_size`` rows (0: the whole batch at once).
+
+    Args:
+        workers: the WorkerSet.
+        train_batch_size: minimum rows per step.
+        num_sgd_iter: epochs over the batch.
+        sgd_minibatch_size: rows per SGD step (0: the whole batch).
+        standardize_fields: columns scaled to zero mean, unit variance before
+            learning (e.g. ``("advantages",)``).
+    """
+
+    def __init__(
+        self,
+        workers: WorkerSet,
+        train_batch_size: int = 1,
+        num_sgd_iter: int = 1,
+        sgd_minibatch_size: int = 0,
+        standardize_fields: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        super().__init__(workers)
+        self.train_batch_size = train_batch_size
+        self.num_sgd_iter = num_sgd_iter
+        self.sgd_minibatch_size = sgd_minibatch_size
+        self.standardize_fields = tuple(standardize_fields)
+        self.learner_stats: dict[str, Any] = {}
+        local = workers.local_worker()
+        self._rng = np.random.default_rng(local.seed)
+
+    def step(self) -> dict[str, Any]:
+        remote = self.workers.remote_workers()
+        local = self.workers.local_worker()
+        with self._timed("sync_weights"):
+            self.workers.sync_weights()
+        with self._timed("sample"):
+            batches: list[SampleBatch] = []
+            rows = 0
+            while rows < self.train_batch_size:
+                if remote:
+                    new = self.backend.get(self.backend.call(remote, "sample"))
+                else:
+                    new = [local.sample()]
+                batches.extend(new)
+                rows += sum(b.count for b in new)
+            samples = concat_samples(batches)
+        with self._timed("learn"):
+            standardize_fields(samples, self.standardize_fields)
+            stats = do_minibatch_sgd(
+                samples,
+                local.get_policy(),
+                self.num_sgd_iter,
+                self.sgd_minibatch_size,
+                self._rng,
+            )
+        self.learner_stats = {DEFAULT_POLICY_ID: stats}
+        self.num_steps_sampled += samples.count
+        self.num_steps_trained += samples.count * self.num_sgd_iter
+        return self.learner_stats
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "learner": self.learner_stats}

@@ -1,0 +1,122 @@
+"""build_torch_policy: a TorchPolicy subclass from plain functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hpcrl.policy.torch_policy import TorchPolicy
+
+
+def build_torch_policy(
+    name: str,
+    loss_fn: Callable[..., Any],
+    *,
+    get_default_config: Callable[[], dict[str, Any]] | None = None,
+    stats_fn: Callable[..., dict[str, Any]] | None = None,
+    postprocess_fn: Callable[..., Any] | None = None,
+    extra_action_out_fn: Callable[..., dict[str, Any]] | None = None,
+    extra_grad_process_fn: Callable[..., dict[str, Any]] | None = None,
+    optimizer_fn: Callable[..., Any] | None = None,
+    make_model: Callable[..., Any] | None = None,
+    action_sampler_fn: Callable[..., Any] | None = None,
+    action_distribution_fn: Callable[..., Any] | None = None,
+    before_init: Callable[..., None] | None = None,
+    after_init: Callable[..., None] | None = None,
+    before_loss_init: Callable[..., None] | None = None,
+    mixins: Sequence[type] = (),
+) -> type[TorchPolicy]:
+    """Build a ``TorchPolicy`` subclass whose hooks are the given functions.
+
+    Every function takes the policy as its first argument:
+
+    - ``loss_fn(policy, model, dist_class, train_batch) -> loss tensor``; record
+      named terms in ``policy.loss_stats`` to have them reported.
+    - ``stats_fn(policy, train_batch) -> dict``: learner stats (added to the
+      recorded loss terms).
+    - ``postprocess_fn(policy, sample_batch, other_agent_batches, episode)``.
+    - ``extra_action_out_fn(policy, input_dict, state_batches, model, action_dist)
+      -> dict`` of per-row tensors stored as batch columns.
+    - ``extra_grad_process_fn(policy, optimizer, loss) -> dict``: after backward.
+    - ``optimizer_fn(policy, config) -> torch optimizer``.
+    - ``make_model(policy, obs_space, action_space, config) -> TorchModel``.
+    - ``action_sampler_fn(policy, model, input_dict, state, explore, timestep)
+      -> (actions, logp or None, state_out)``: replaces distribution sampling.
+    - ``action_distribution_fn(policy, model, input_dict, state, seq_lens,
+      explore, timestep) -> (dist_inputs, dist_class, state_out)``.
+    - ``before_init``, ``after_init``, ``before_loss_init``:
+      ``f(policy, obs_space, action_space, config)``.
+    - ``get_default_config() -> dict``: defaults under the user's config.
+    - ``mixins``: classes placed before ``TorchPolicy`` in the bases.
+
+    The class has ``with_updates(**overrides)`` that builds it again with some
+    arguments replaced.
+
+    Example:
+        >>> def pg_loss(policy, model, dist_class, batch):
+        ...     logits, _ = model({"obs": batch["obs"]}, [], None)
+        ...     logp = dist_class(logits, model).logp(batch["actions"])
+        ...     return -(logp * batch["advantages"]).mean()
+        >>> MyPG = build_torch_policy("MyPG", loss_fn=pg_loss)
+        >>> Other = MyPG.with_updates(name="Other")
+    """
+    build_args = dict(locals())
+    namespace: dict[str, Any] = {"__doc__": f"Torch policy {name!r} built by build_torch_policy."}
+
+    def __init__(self, observation_space, action_space, config):  # noqa: N807
+        if before_init is not None:
+            before_init(self, observation_space, action_space, config)
+        TorchPolicy.__init__(self, observation_space, action_space, config)
+        if after_init is not None:
+            after_init(self, self.observation_space, self.action_space, self.config)
+
+    namespace["__init__"] = __init__
+    namespace["loss"] = lambda self, model, dist_class, batch: loss_fn(
+        self, model, dist_class, batch
+    )
+    if get_default_config is not None:
+        namespace["get_default_config"] = classmethod(lambda cls: dict(get_default_config()))
+    if stats_fn is not None:
+
+        def stats(self, train_batch):
+            out = TorchPolicy.stats(self, train_batch)
+            out.update(stats_fn(self, train_batch))
+            return out
+
+        namespace["stats"] = stats
+    if postprocess_fn is not None:
+        namespace["postprocess_trajectory"] = (
+            lambda self, sample_batch, other_agent_batches=None, episode=None: postprocess_fn(
+                self, sample_batch, other_agent_batches, episode
+            )
+        )
+    if extra_action_out_fn is not None:
+        namespace["extra_action_out"] = extra_action_out_fn
+    if extra_grad_process_fn is not None:
+        namespace["extra_grad_process"] = extra_grad_process_fn
+    if optimizer_fn is not None:
+        namespace["optimizer"] = lambda self: optimizer_fn(self, self.config)
+    if make_model is not None:
+        namespace["make_model"] = lambda self: make_model(
+            self, self.observation_space, self.action_space, self.config
+        )
+    if action_sampler_fn is not None:
+        namespace["action_sampler_fn"] = action_sampler_fn
+    if action_distribution_fn is not None:
+        namespace["action_distribution_fn"] = action_distribution_fn
+    if before_loss_init is not None:
+        namespace["before_loss_init"] = lambda self: before_loss_init(
+            self, self.observation_space, self.action_space, self.config
+        )
+
+    def with_updates(cls, **overrides: Any) -> type[TorchPolicy]:
+        unknown = set(overrides) - set(build_args)
+        if unknown:
+            raise TypeError(
+                f"with_updates got unknown arguments {sorted(unknown)}; "
+                f"valid ones are {sorted(build_args)}"
+            )
+        return build_torch_policy(**{**build_args, **overrides})
+
+    namespace["with_updates"] = classmethod(with_updates)
+    return type(name, (*mixins, TorchPolicy), namespace)

@@ -1,0 +1,404 @@
+"""TorchPolicy: a Policy whose model, loss and optimizer are torch."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from hpcrl.models import ActionDistribution, ModelCatalog, TorchModel, get_preprocessor
+from hpcrl.policy.policy import ModelGradients, Policy
+from hpcrl.policy.sample_batch import SampleBatch
+
+# Keys every torch policy understands, with their defaults. Algorithms add theirs.
+TORCH_POLICY_DEFAULTS: dict[str, Any] = {
+    "gamma": 0.99,
+    "lr": 1e-4,
+    "grad_clip": None,
+    "model": {},
+    "explore": True,
+    "clip_actions": True,
+    "seed": None,
+    "device": "cpu",
+}
+
+
+class TorchPolicy(Policy):
+    """A Policy over a torch model; subclass it and override the hooks you need.
+
+    The hooks (each a method, each with a working default except ``loss``):
+    ``make_model``, ``optimizer``, ``loss``, ``stats``, ``extra_action_out``,
+    ``extra_grad_process``, ``postprocess_trajectory``, and optionally
+    ``action_distribution_fn`` / ``action_sampler_fn`` to replace the default
+    "model forward, then sample the action distribution". ``build_torch_policy``
+    makes such a subclass from plain functions.
+
+    A loss records its named terms in ``self.loss_stats``; they become the
+    learner stats together with ``total_loss`` and ``cur_lr``.
+
+    Example:
+        >>> class MyPG(TorchPolicy):
+        ...     def loss(self, model, dist_class, batch):
+        ...         logits, _ = model({"obs": batch["obs"]}, [], None)
+        ...         logp = dist_class(logits, model).logp(batch["actions"])
+        ...         return -(logp * batch["rewards"]).mean()
+    """
+
+    action_distribution_fn = None
+    action_sampler_fn = None
+
+    def __init__(
+        self, observation_space: gym.Space, action_space: gym.Space, config: dict[str, Any]
+    ) -> None:
+        config = {**TORCH_POLICY_DEFAULTS, **self.get_default_config(), **config}
+        super().__init__(observation_space, action_space, config)
+        self.device = torch.device(config["device"])
+        self.preprocessor = get_preprocessor(observation_space)
+        self.dist_class, self.num_outputs = ModelCatalog.get_action_dist(
+            action_space, config["model"]
+        )
+        seed = config.get("seed")
+        self.torch_generator = torch.Generator(device=self.device)
+        self.torch_generator.manual_seed(int(seed) if seed is not None else int(torch.seed()))
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            self.model: TorchModel = self.make_model().to(self.device)
+        self.before_loss_init()
+        self._optimizer = self.optimizer()
+        self.loss_stats: dict[str, torch.Tensor] = {}
+        self.cur_lr = config["lr"]
+
+    # -- hooks -----------------------------------------------------------
+    @classmethod
+    def get_default_config(cls) -> dict[str, Any]:
+        """Default config of this policy class (merged under the given config)."""
+        return {}
+
+    def make_model(self) -> TorchModel:
+        return ModelCatalog.get_model(
+            self.observation_space, self.action_space, self.num_outputs, self.config["model"]
+        )
+
+    def before_loss_init(self) -> None:
+        """Called after the model exists and before the optimizer is made."""
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.config["lr"])
+
+    def extra_action_out(
+        self,
+        input_dict: dict[str, torch.Tensor],
+        state_batches: list[torch.Tensor],
+        model: TorchModel,
+        action_dist: ActionDistribution | None,
+    ) -> dict[str, torch.Tensor]:
+        """Extra per-row outputs of a forward pass, stored as batch columns."""
+        return {}
+
+    def extra_grad_process(
+        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor
+    ) -> dict[str, Any]:
+        """Called between ``backward`` and the optimizer step; clips by ``grad_clip``."""
+        if self.config.get("grad_clip"):
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config["grad_clip"])
+            return {"grad_gnorm": float(norm)}
+        return {}
+
+    def stats(self, train_batch: SampleBatch) -> dict[str, Any]:
+        """Learner stats after a loss: the recorded loss terms by default."""
+        return {k: _to_float(v) for k, v in self.loss_stats.items()}
+
+    # -- acting ----------------------------------------------------------
+    def compute_actions(
+        self,
+        obs_batch: Any,
+        state_batches: list[np.ndarray] | None = None,
+        prev_action_batch: np.ndarray | None = None,
+        prev_reward_batch: np.ndarray | None = None,
+        info_batch: list[dict] | None = None,
+        episodes: list[Any] | None = None,
+        explore: bool | None = None,
+        timestep: int | None = None,
+        **kwargs: Any,
+    ) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
+        explore = self.config["explore"] if explore is None else explore
+        timestep = self.global_timestep if timestep is None else timestep
+        with torch.no_grad():
+            input_dict = self._input_dict(obs_batch, prev_action_batch, prev_reward_batch)
+            state = [self._tensor(s) for s in (state_batches or [])]
+            extra: dict[str, torch.Tensor] = {}
+            dist = None
+            if self.action_sampler_fn is not None:
+                actions, logp, state_out = self.action_sampler_fn(
+                    self.model, input_dict, state, explore=explore, timestep=timestep
+                )
+            else:
+                if self.action_distribution_fn is not None:
+                    dist_inputs, dist_class, state_out = self.action_distribution_fn(
+                        self.model, input_dict, state, None, explore=explore, timestep=timestep
+                    )
+                else:
+                    dist_class = self.dist_class
+                    dist_inputs, state_out = self.model(input_dict, state, None)
+                dist = dist_class(dist_inputs, self.model)
+                if explore:
+                    actions = dist.sample(self.torch_generator)
+                    logp = dist.sampled_action_logp()
+                else:
+                    actions = dist.deterministic_sample()
+                    logp = torch.zeros(actions.shape[0], device=self.device)
+                extra[SampleBatch.ACTION_DIST_INPUTS] = dist_inputs
+            if logp is not None:
+                extra[SampleBatch.ACTION_LOGP] = logp
+            extra.update(self.extra_action_out(input_dict, state, self.model, dist))
+        actions_np = self._actions_to_space(actions.cpu().numpy())
+        return (
+            actions_np,
+            [s.cpu().numpy() for s in state_out],
+            {k: v.cpu().numpy() for k, v in extra.items()},
+        )
+
+    def compute_log_likelihoods(
+        self,
+        actions: np.ndarray,
+        obs_batch: np.ndarray,
+        state_batches: list[np.ndarray] | None = None,
+        prev_action_batch: np.ndarray | None = None,
+        prev_reward_batch: np.ndarray | None = None,
+    ) -> np.ndarray:
+        with torch.no_grad():
+            input_dict = self._input_dict(obs_batch, prev_action_batch, prev_reward_batch)
+            state = [self._tensor(s) for s in (state_batches or [])]
+            if self.action_distribution_fn is not None:
+                dist_inputs, dist_class, _ = self.action_distribution_fn(
+                    self.model, input_dict, state, None, explore=False, timestep=None
+                )
+            else:
+                dist_class = self.dist_class
+                dist_inputs, _ = self.model(input_dict, state, None)
+            dist = dist_class(dist_inputs, self.model)
+            return dist.logp(self._tensor(self._actions_for_dist(actions))).cpu().numpy()
+
+    def value_of_next_obs(self, batch: SampleBatch, rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            input_dict = self._input_dict(
+                _rows(batch[SampleBatch.NEXT_OBS], rows),
+                batch[SampleBatch.ACTIONS][rows],
+                batch[SampleBatch.REWARDS][rows],
+            )
+            state = [
+                self._tensor(batch[f"state_out_{i}"][rows]) for i in range(self.num_state_tensors())
+            ]
+            self.model(input_dict, state, None)
+            return self.model.value_function().cpu().numpy()
+
+    # -- learning --------------------------------------------------------
+    def compute_loss(self, train_batch: SampleBatch) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The loss on a batch (with gradients) and the stats that go with it."""
+        self.model.train()
+        tensors = self.batch_to_tensors(train_batch)
+        self.loss_stats = {}
+        loss = self.loss(self.model, self.dist_class, tensors)
+        return loss, tensors
+
+    def learn_on_batch(self, samples: SampleBatch) -> dict[str, Any]:
+        loss, tensors = self.compute_loss(samples)
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        info = self.extra_grad_process(self._optimizer, loss)
+        self._optimizer.step()
+        self.model.eval()
+        return self._learner_stats(loss, tensors, info)
+
+    def compute_gradients(self, postprocessed_batch: SampleBatch) -> tuple[ModelGradients, dict]:
+        loss, tensors = self.compute_loss(postprocessed_batch)
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        info = self.extra_grad_process(self._optimizer, loss)
+        grads = [
+            None if p.grad is None else p.grad.detach().cpu().numpy()
+            for p in self.model.parameters()
+        ]
+        self.model.eval()
+        return grads, self._learner_stats(loss, tensors, info)
+
+    def apply_gradients(self, gradients: ModelGradients) -> None:
+        params = list(self.model.parameters())
+        if len(gradients) != len(params):
+            raise ValueError(
+                f"got {len(gradients)} gradient arrays for a model with {len(params)} parameters"
+            )
+        for param, grad in zip(params, gradients):
+            param.grad = None if grad is None else torch.as_tensor(grad, device=self.device)
+        self._optimizer.step()
+
+    def set_lr(self, lr: float) -> None:
+        """Set the optimizer's learning rate (used by schedules)."""
+        self.cur_lr = lr
+        for group in self._optimizer.param_groups:
+            group["lr"] = lr
+
+    def _learner_stats(
+        self, loss: torch.Tensor, tensors: SampleBatch, info: dict[str, Any]
+    ) -> dict[str, Any]:
+        stats = {"total_loss": float(loss.detach()), "cur_lr": self.cur_lr}
+        stats.update(self.stats(tensors))
+        stats.update(info)
+        return stats
+
+    # -- weights and state ----------------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        expected = self.model.state_dict().keys()
+        if set(weights) != set(expected):
+            raise ValueError(
+                f"weights do not match the model: missing {sorted(set(expected) - set(weights))}, "
+                f"unexpected {sorted(set(weights) - set(expected))}"
+            )
+        self.model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        state["optimizer_state"] = _to_numpy(self._optimizer.state_dict())
+        state["cur_lr"] = self.cur_lr
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if "optimizer_state" in state:
+            self._optimizer.load_state_dict(_to_torch(state["optimizer_state"]))
+        if "cur_lr" in state:
+            self.set_lr(state["cur_lr"])
+
+    def get_initial_state(self) -> list[np.ndarray]:
+        return [np.asarray(s) for s in self.model.get_initial_state()]
+
+    def export_model(self, export_dir: str) -> str:
+        """Write ``model.pt``, a TorchScript module mapping (obs, *state) to
+        (action distribution inputs, value, *state_out). Returns its path."""
+        os.makedirs(export_dir, exist_ok=True)
+        wrapper = _ExportWrapper(self.model).eval()
+        obs = torch.as_tensor(self.preprocessor.transform(self._example_obs(2)))
+        state = [self._tensor(np.stack([s, s])) for s in self.get_initial_state()]
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, (obs, *state), check_trace=False)
+        path = os.path.join(export_dir, "model.pt")
+        traced.save(path)
+        return path
+
+    # -- tensors ---------------------------------------------------------
+    def batch_to_tensors(self, batch: SampleBatch) -> SampleBatch:
+        """The numeric columns of ``batch`` as tensors on the policy's device; ``obs``
+        and ``new_obs`` preprocessed to flat float tensors."""
+        tensors = {}
+        for key, value in batch.items():
+            if key in (SampleBatch.OBS, SampleBatch.NEXT_OBS):
+                tensors[key] = self._tensor(self.preprocessor.transform(value))
+            elif key == SampleBatch.ACTIONS:
+                tensors[key] = self._tensor(self._actions_for_dist(value))
+            elif isinstance(value, np.ndarray) and value.dtype != object:
+                tensors[key] = self._tensor(value)
+        return _TensorBatch(tensors)
+
+    def _input_dict(
+        self, obs_batch: Any, prev_actions: Any = None, prev_rewards: Any = None
+    ) -> dict[str, torch.Tensor]:
+        input_dict = {SampleBatch.OBS: self._tensor(self.preprocessor.transform(obs_batch))}
+        if prev_actions is not None:
+            input_dict[SampleBatch.PREV_ACTIONS] = self._tensor(np.asarray(prev_actions))
+        if prev_rewards is not None:
+            input_dict[SampleBatch.PREV_REWARDS] = self._tensor(np.asarray(prev_rewards))
+        return input_dict
+
+    def _tensor(self, value: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(value, device=self.device)
+
+    def _actions_to_space(self, actions: np.ndarray) -> np.ndarray:
+        if isinstance(self.action_space, gym.spaces.Box):
+            return actions.reshape((-1, *self.action_space.shape)).astype(
+                self.action_space.dtype, copy=False
+            )
+        return actions
+
+    def _actions_for_dist(self, actions: np.ndarray) -> np.ndarray:
+        if isinstance(self.action_space, gym.spaces.Box):
+            return np.asarray(actions, dtype=np.float32).reshape(len(actions), -1)
+        return np.asarray(actions)
+
+    def _example_obs(self, n: int) -> Any:
+        sample = self.observation_space.sample()
+        return _stack([sample] * n)
+
+
+class _TensorBatch(SampleBatch):
+    """A SampleBatch of tensors (skips the numpy conversion of SampleBatch)."""
+
+    def __init__(self, columns: dict[str, torch.Tensor]) -> None:
+        dict.__init__(self, columns)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+
+    def _dones(self) -> torch.Tensor:
+        terminated = dict.get(self, self.TERMINATEDS)
+        truncated = dict.get(self, self.TRUNCATEDS)
+        if terminated is None or truncated is None:
+            return (terminated if terminated is not None else truncated).bool()
+        return terminated.bool() | truncated.bool()
+
+
+class _ExportWrapper(torch.nn.Module):
+    def __init__(self, model: TorchModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, obs: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs, state_out = self.model({"obs": obs}, list(state), None)
+        return (outputs, self.model.value_function(), *state_out)
+
+
+def _rows(value: Any, rows: np.ndarray) -> Any:
+    if isinstance(value, dict):
+        return {k: _rows(v, rows) for k, v in value.items()}
+    return value[rows]
+
+
+def _stack(samples: list[Any]) -> Any:
+    first = samples[0]
+    if isinstance(first, dict):
+        return {k: _stack([s[k] for s in samples]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(_stack([s[i] for s in samples]) for i in range(len(first)))
+    return np.stack([np.asarray(s) for s in samples])
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().mean()) if value.numel() else float("nan")
+    return value
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_numpy(v) for v in value)
+    return value
+
+
+def _to_torch(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return torch.as_tensor(value)
+    if isinstance(value, dict):
+        return {k: _to_torch(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_torch(v) for v in value)
+    return value
