@@ -35,6 +35,7 @@ _EXPORTS = {
     "COMMON_CONFIG": "hpcrl.algorithms.config",
     "PGTrainer": "hpcrl.algorithms.pg",
     "A2CTrainer": "hpcrl.algorithms.a2c",
+    "PPOTrainer": "hpcrl.algorithms.ppo",
     "get_trainer_class": "hpcrl.algorithms.registry",
 }
 

@@ -85,7 +85,11 @@ def merge_config(defaults: dict[str, Any], config: dict[str, Any] | None) -> dic
 
 def unknown_key_message(what: str, key: str, valid: Any) -> str:
     close = difflib.get_close_matches(str(key), [str(k) for k in valid], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = (
+        f"; did you mean {close[0]!r}?"
+        if close
+        else f"; valid: {', '.join(sorted(str(k) for k in valid))}"
+    )
     return f"unknown {what} {key!r}{hint}"
 
 

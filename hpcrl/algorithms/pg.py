@@ -20,9 +20,10 @@ from hpcrl.policy.sample_batch import SampleBatch
 
 DEFAULT_CONFIG: dict[str, Any] = with_common_config(
     {
-        "lr": 4e-4,
-        "rollout_fragment_length": 200,
-        "train_batch_size": 200,
+        "lr": 1e-3,
+        "num_envs_per_worker": 8,
+        "rollout_fragment_length": 50,
+        "train_batch_size": 400,
         # Scale advantages to zero mean and unit variance over each train batch.
         "standardize_advantages": True,
     }

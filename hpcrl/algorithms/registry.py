@@ -10,15 +10,13 @@ from hpcrl.algorithms.config import unknown_key_message
 ALGORITHMS: dict[str, str] = {
     "PG": "hpcrl.algorithms.pg:PGTrainer",
     "A2C": "hpcrl.algorithms.a2c:A2CTrainer",
+    "PPO": "hpcrl.algorithms.ppo:PPOTrainer",
 }
 
 
 def get_trainer_class(name: str) -> type:
     """The Trainer class registered as ``name`` (e.g. "PG", "A2C")."""
     if name not in ALGORITHMS:
-        raise ValueError(
-            unknown_key_message("algorithm", name, ALGORITHMS)
-            + f" (available: {', '.join(sorted(ALGORITHMS))})"
-        )
+        raise ValueError(unknown_key_message("algorithm", name, ALGORITHMS))
     module, _, attribute = ALGORITHMS[name].partition(":")
     return getattr(importlib.import_module(module), attribute)

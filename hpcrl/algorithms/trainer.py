@@ -16,6 +16,24 @@ from hpcrl.optimizers.sync_samples_optimizer import SyncSamplesOptimizer
 from hpcrl.policy.policy import Policy
 from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID
 
+# Keys of every train() result (besides the nested "info" stats).
+RESULT_KEYS = (
+    "episode_reward_mean",
+    "episode_reward_min",
+    "episode_reward_max",
+    "episode_len_mean",
+    "episodes_this_iter",
+    "episodes_total",
+    "timesteps_this_iter",
+    "timesteps_total",
+    "training_iteration",
+    "time_this_iter_s",
+    "time_total_s",
+    "timesteps_per_s",
+    "num_healthy_workers",
+    "num_worker_restarts",
+)
+
 
 class Trainer:
     """Runs an algorithm: ``train()`` performs one iteration and returns results.
@@ -72,9 +90,7 @@ class Trainer:
             raise ValueError(f"{self._name} has no default policy")
         return self._policy
 
-    def make_policy_optimizer(
-        self, workers: WorkerSet, config: dict[str, Any]
-    ) -> PolicyOptimizer:
+    def make_policy_optimizer(self, workers: WorkerSet, config: dict[str, Any]) -> PolicyOptimizer:
         return SyncSamplesOptimizer(workers, train_batch_size=config["train_batch_size"])
 
     def before_init(self) -> None:

@@ -61,8 +61,8 @@ def build_trainer(
             get_policy_class(config) or default_policy
         )
     if make_policy_optimizer is not None:
-        namespace["make_policy_optimizer"] = lambda self, workers, config: (
-            make_policy_optimizer(workers, config)
+        namespace["make_policy_optimizer"] = lambda self, workers, config: make_policy_optimizer(
+            workers, config
         )
     if validate_config is not None:
         namespace["validate_config"] = lambda self, config: validate_config(config)

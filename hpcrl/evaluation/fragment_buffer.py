@@ -42,8 +42,15 @@ class FragmentBuffer:
     def take(self, emit: np.ndarray) -> dict[str, np.ndarray]:
         """Rows where ``emit`` ([size, num_envs]) is set, env-major; the other valid
         rows move to the front for the next fragment."""
-        order = emit.T
-        out = {key: np.swapaxes(col[: self.size], 0, 1)[order] for key, col in self.columns.items()}
+        # Flat time-major row numbers in env-major order: one contiguous gather
+        # per column (several times faster than a boolean mask on a transposed view).
+        env, t = np.nonzero(emit.T)
+        rows = t * self.num_envs + env
+        flat = self.size * self.num_envs
+        out = {
+            key: col[: self.size].reshape(flat, *col.shape[2:]).take(rows, axis=0)
+            for key, col in self.columns.items()
+        }
         carry = self.valid[: self.size] & ~emit
         self._keep(carry)
         return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
@@ -85,9 +84,7 @@ class RolloutWorker:
         seed = self.config["seed"]
         self.seed = None if seed is None else int(seed) + 1000 * worker_index
         context = EnvContext(self.config["env_config"], worker_index, 0, num_workers)
-        self.env = make_vector_env(
-            env, self.num_envs, context, self.config["vectorization_mode"]
-        )
+        self.env = make_vector_env(env, self.num_envs, context, self.config["vectorization_mode"])
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
         policy_config = {**self.config, "seed": self.seed, "worker_index": worker_index}
@@ -128,7 +125,9 @@ class RolloutWorker:
         obs, _ = self.env.reset(seed=self.seed)
         n = self.num_envs
         self._obs = obs
-        self._state = [np.repeat(np.asarray(s)[None], n, axis=0) for s in policy.get_initial_state()]
+        self._state = [
+            np.repeat(np.asarray(s)[None], n, axis=0) for s in policy.get_initial_state()
+        ]
         self._initial_state = [np.asarray(s) for s in policy.get_initial_state()]
         self._eps_id = self._new_eps_ids(n)
         self._t = np.zeros(n, dtype=np.int64)
@@ -137,6 +136,9 @@ class RolloutWorker:
         self._completed_rows = 0
         self._since_done = np.zeros(n, dtype=np.int64)
         self._env_ids = np.arange(n, dtype=np.int64)
+        self._no_infos = np.full(n, _NO_INFO, dtype=object)
+        self._no_infos.flags.writeable = False
+        self._any_resetting = False
         if isinstance(self.action_space, gym.spaces.Box) and self.config.get("clip_actions", True):
             self._clip = (self.action_space.low, self.action_space.high)
         else:
@@ -172,29 +174,32 @@ class RolloutWorker:
         self._episodes.step(rewards, valid, done)
         self._rows_per_env += valid
         self._since_done += valid
-        if done.any():
+        any_done = bool(done.any())
+        if any_done:
             self._completed_rows += int(self._since_done[done].sum())
             self._since_done[done] = 0
 
         # Envs that were resetting this step start a new episode from next_obs.
+        # The buffer holds copies, so _t and _eps_id can change in place.
         self._obs = next_obs
         self._state = list(state_out)
-        self._t = self._t + 1
-        started = self._resetting
-        if started.any():
+        self._t += 1
+        if self._any_resetting:
+            started = self._resetting
             self._t[started] = 0
-            self._eps_id = self._eps_id.copy()
             self._eps_id[started] = self._new_eps_ids(int(started.sum()))
             for s, init in zip(self._state, self._initial_state):
                 s[started] = init
         self._resetting = done
+        self._any_resetting = any_done
 
     def _rows_to_emit(self, complete: bool) -> np.ndarray:
         valid = self._buffer.valid[: self._buffer.size]
         if not complete:
             return valid & (np.cumsum(valid, axis=0) <= self.fragment_length)
-        dones = self._buffer.columns[SampleBatch.TERMINATEDS][: self._buffer.size] | (
-            self._buffer.columns[SampleBatch.TRUNCATEDS][: self._buffer.size]
+        dones = (
+            self._buffer.columns[SampleBatch.TERMINATEDS][: self._buffer.size]
+            | (self._buffer.columns[SampleBatch.TRUNCATEDS][: self._buffer.size])
         )
         ended = dones & valid
         # Per env, emit every row up to and including its last episode end.
@@ -203,8 +208,9 @@ class RolloutWorker:
         return valid & (steps <= last_end[None, :])
 
     def _split_infos(self, infos: dict[str, Any]) -> np.ndarray:
-        rows = np.empty(self.num_envs, dtype=object)
-        rows.fill(_NO_INFO)
+        if not infos:
+            return self._no_infos
+        rows = self._no_infos.copy()
         for key, values in infos.items():
             if key.startswith("_"):
                 continue

@@ -111,9 +111,7 @@ def standardize_fields(batch: SampleBatch, fields: tuple[str, ...] | list[str]) 
     """Scale each named column to zero mean and unit variance, in place."""
     for field in fields:
         value = batch[field]
-        batch[field] = ((value - value.mean()) / max(1e-4, float(value.std()))).astype(
-            value.dtype
-        )
+        batch[field] = ((value - value.mean()) / max(1e-4, float(value.std()))).astype(value.dtype)
     return batch
 
 

@@ -98,7 +98,7 @@ class SampleBatch(dict):
         return dict.__contains__(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self else default
+        return self[key] if key in self else default  # noqa: SIM401 - derived 'dones'
 
     def _dones(self) -> np.ndarray:
         terminated = dict.get(self, self.TERMINATEDS)

@@ -1,0 +1,222 @@
+"""The ``hpcrl`` command (also ``python -m hpcrl``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+EXIT_USAGE = 2
+
+EPILOG = """\
+examples:
+  hpcrl train --run PPO --env CartPole-v1
+  hpcrl train -f examples/tuned/cartpole-ppo.yaml --seed 3
+  hpcrl train --run A2C --env CartPole-v1 --config '{"lr": 0.001}' \\
+      --stop '{"episode_reward_mean": 195, "timesteps_total": 200000}'
+
+Settings given as flags override the same settings in the -f file; --config
+is merged over the file's config. Training stops when any stop criterion is
+reached (result[key] >= value).
+"""
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpcrl",
+        description="Reinforcement learning at HPC scale: RLlib's abstractions, no Ray.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    train = commands.add_parser(
+        "train",
+        help="train an algorithm on an env until a stop criterion is reached",
+        description="Train an algorithm on an env until a stop criterion is reached.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--run", help="algorithm: PG, A2C, PPO")
+    train.add_argument(
+        "--env",
+        help="gymnasium id (CartPole-v1), module:EnvId (imports module first), "
+        "or a name given to hpcrl.register_env",
+    )
+    train.add_argument("--config", help="JSON object of config keys, merged over the file's")
+    train.add_argument(
+        "--stop",
+        help="JSON object of stop criteria, e.g. '{\"episode_reward_mean\": 475}' "
+        "(default: the file's, else 1,000,000 timesteps)",
+    )
+    train.add_argument("-f", "--config-file", help="YAML experiment file")
+    train.add_argument("--num-workers", type=int, help="remote rollout workers")
+    train.add_argument("--backend", choices=["local"], help="where workers run")
+    train.add_argument("--seed", type=int, help="random seed")
+    train.add_argument(
+        "--local-dir", help="results directory (default: ~/hpcrl_results)", default=None
+    )
+    train.add_argument("--name", help="experiment name (default: the file's, else 'default')")
+    train.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: print each result's main keys; -vv: print each whole result",
+    )
+    train.add_argument(
+        "-q", "--quiet", action="store_true", help="no status display, only the final summary"
+    )
+    return parser
+
+
+def _parse_json(text: str | None, flag: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(
+            f"{flag} is not valid JSON ({err.msg} at column {err.colno}): {text}"
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag} must be a JSON object like '{{\"key\": 1}}', got {text}")
+    return value
+
+
+def load_experiment_file(path: str) -> tuple[str, dict[str, Any]]:
+    """``(name, spec)`` of the single experiment in a YAML file.
+
+    The file maps an experiment name to ``run``, ``env``, ``stop`` and ``config``::
+
+        cartpole-ppo:
+          run: PPO
+          env: CartPole-v1
+          stop: {episode_reward_mean: 475}
+          config: {num_envs_per_worker: 16}
+    """
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as err:
+        raise UsageError(f"cannot read experiment file {path!r}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"experiment file {path!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict) or len(data) != 1:
+        raise UsageError(
+            f"experiment file {path!r} must map one experiment name to its settings "
+            "(run, env, stop, config)"
+        )
+    ((name, spec),) = data.items()
+    if not isinstance(spec, dict):
+        raise UsageError(f"experiment {name!r} in {path!r} must be a mapping")
+    allowed = {"run", "env", "stop", "config"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise UsageError(
+            f"unknown setting(s) {sorted(unknown)} in experiment {name!r}; "
+            f"expected {sorted(allowed)}"
+        )
+    return str(name), spec
+
+
+def resolve_train_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge the -f file and the flags into run, config, stop, name, local_dir."""
+    name, spec = ("default", {})
+    if args.config_file:
+        name, spec = load_experiment_file(args.config_file)
+    config = dict(spec.get("config") or {})
+    config.update(_parse_json(args.config, "--config"))
+    stop = dict(spec.get("stop") or {})
+    stop.update(_parse_json(args.stop, "--stop"))
+    run = args.run or spec.get("run")
+    env = args.env or spec.get("env") or config.get("env")
+    if not run:
+        raise UsageError("no algorithm: give --run (e.g. --run PPO) or 'run' in the -f file")
+    if not env:
+        raise UsageError("no env: give --env (e.g. --env CartPole-v1) or 'env' in the -f file")
+    config["env"] = env
+    for flag, key in (("num_workers", "num_workers"), ("backend", "backend"), ("seed", "seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            config[key] = value
+    return {
+        "run": run,
+        "config": config,
+        "stop": stop or {"timesteps_total": 1_000_000},
+        "name": args.name or name,
+        "local_dir": args.local_dir or os.path.join("~", "hpcrl_results"),
+    }
+
+
+def _summary_line(result: dict[str, Any], trial_dir: str) -> str:
+    return (
+        f"done: stopped by {result.get('stopped_by')} after {result['training_iteration']} "
+        f"iterations, {result['timesteps_total']:,} timesteps, "
+        f"{result['time_total_s']:.1f}s; episode_reward_mean "
+        f"{result['episode_reward_mean']:.2f}; results in {trial_dir}"
+    )
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from hpcrl.tune.experiment import Experiment, StopCriterionError
+
+    settings = resolve_train_args(args)
+    try:
+        experiment = Experiment(
+            settings["run"],
+            settings["config"],
+            settings["stop"],
+            name=settings["name"],
+            local_dir=settings["local_dir"],
+            verbose=0 if args.quiet else 1,
+            on_result=_result_printer(args.verbose),
+        )
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from err
+    try:
+        result = experiment.run()
+    except StopCriterionError as err:
+        raise UsageError(str(err)) from err
+    print(_summary_line(result, experiment.trial_dir))
+    return 0
+
+
+def _result_printer(verbosity: int) -> Any:
+    if verbosity <= 0:
+        return None
+
+    def show(result: dict[str, Any]) -> None:
+        if verbosity >= 2:
+            print(json.dumps(result, default=repr, sort_keys=True))
+        else:
+            keys = ("training_iteration", "timesteps_total", "episode_reward_mean", "time_total_s")
+            print(", ".join(f"{k}={result.get(k)}" for k in keys))
+        sys.stdout.flush()
+
+    return show
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return train_command(args)
+    except UsageError as err:
+        print(f"hpcrl: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("hpcrl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Result loggers: result.json (a line per iteration), progress.csv, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Any
+
+from hpcrl.tune.tensorboard import EventFileWriter
+
+
+def flatten_result(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts flattened with ``/``: ``info/learner/default_policy/kl``."""
+    flat: dict[str, Any] = {}
+    for key, value in result.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_result(value, name + "/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return _json_safe(value.item())
+    return value
+
+
+def write_json(path: str, data: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(_json_safe(data), f, indent=2, sort_keys=True, default=repr)
+
+
+class ResultLogger:
+    """Writes every result of a trial to ``result.json``, ``progress.csv`` and
+    TensorBoard events in ``trial_dir``."""
+
+    def __init__(self, trial_dir: str) -> None:
+        os.makedirs(trial_dir, exist_ok=True)
+        self.trial_dir = trial_dir
+        self._json = open(os.path.join(trial_dir, "result.json"), "a")  # noqa: SIM115
+        self._csv_file = open(os.path.join(trial_dir, "progress.csv"), "a", newline="")  # noqa: SIM115
+        self._csv: csv.DictWriter | None = None
+        self._tensorboard = EventFileWriter(trial_dir)
+
+    def log(self, result: dict[str, Any]) -> None:
+        self._json.write(json.dumps(_json_safe(result), sort_keys=True, default=repr) + "\n")
+        self._json.flush()
+        flat = flatten_result(_json_safe(result))
+        if self._csv is None:
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=list(flat), extrasaction="ignore")
+            self._csv.writeheader()
+        self._csv.writerow(flat)
+        self._csv_file.flush()
+        scalars = {
+            f"hpcrl/{k}": float(v)
+            for k, v in flat.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        self._tensorboard.add_scalars(scalars, int(result.get("timesteps_total", 0)))
+
+    def close(self) -> None:
+        self._json.close()
+        self._csv_file.close()
+        self._tensorboard.close()
