@@ -206,6 +206,9 @@ def _result_printer(verbosity: int) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Let --env module:EnvId find modules in the current directory, as `python -m` would.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         if args.command == "train":
             return train_command(args)

@@ -57,6 +57,8 @@ COMMON_CONFIG: dict[str, Any] = {
 
 # Keys whose value may be of any type (free-form or several allowed types).
 _ANY_TYPE = {"env", "env_config", "seed", "grad_clip"}
+# Keys with a number as default that also accept None ("off").
+_NONE_ALLOWED = {"vf_clip_param"}
 
 
 def with_common_config(extra: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def unknown_key_message(what: str, key: str, valid: Any) -> str:
 
 
 def _check_type(key: str, value: Any, default: Any) -> None:
-    if key in _ANY_TYPE or default is None:
+    if key in _ANY_TYPE or default is None or (value is None and key in _NONE_ALLOWED):
         return
     expected: tuple[type, ...]
     if isinstance(default, bool):

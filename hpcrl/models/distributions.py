@@ -109,7 +109,15 @@ class Categorical(ActionDistribution):
 
     def _sample(self, generator: torch.Generator | None) -> torch.Tensor:
         probs = self.log_probs.detach().exp()
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        # torch.multinomial(probs, 1) draws argmax(probs / q) with q ~ Exp(1) (the
+        # exponential form of the Gumbel-max trick). Written out it draws the same
+        # actions from the same generator, without multinomial's input checks: four
+        # reductions, each a host sync, that cost more than the draw on small batches.
+        # exp(log_softmax) is never negative or all-zero; only NaN logits are invalid.
+        if torch.isnan(probs).any():
+            raise RuntimeError("probability tensor contains nan (are the logits nan?)")
+        q = torch.empty_like(probs).exponential_(1.0, generator=generator)
+        return (probs / q).argmax(-1)
 
     def _deterministic_sample(self) -> torch.Tensor:
         return self.inputs.argmax(-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -286,10 +287,13 @@ class TorchPolicy(Policy):
         wrapper = _ExportWrapper(self.model).eval()
         obs = torch.as_tensor(self.preprocessor.transform(self._example_obs(2)))
         state = [self._tensor(np.stack([s, s])) for s in self.get_initial_state()]
-        with torch.no_grad():
+        # TorchScript is deprecated in recent torch releases but still loads anywhere
+        # with plain `torch.jit.load(path)`, without hpcrl or the model's code.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(wrapper, (obs, *state), check_trace=False)
-        path = os.path.join(export_dir, "model.pt")
-        traced.save(path)
+            path = os.path.join(export_dir, "model.pt")
+            traced.save(path)
         return path
 
     # -- tensors ---------------------------------------------------------
@@ -389,7 +393,7 @@ def _to_float(value: Any) -> Any:
 
 def _to_numpy(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        return value.detach().cpu().numpy().copy()
     if isinstance(value, dict):
         return {k: _to_numpy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
