@@ -74,6 +74,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--target", type=float, default=0.70, help="required hpcrl / bare ratio for PASS"
     )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: time.perf_counter; cpu: time.process_time, this process's CPU time "
+        "(both loops are single-threaded; use it when other jobs share the cores)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -130,19 +137,20 @@ def bare_runner(args: argparse.Namespace, num_envs: int) -> Callable[[], int]:
     return lambda: step(args.samples * args.fragment_length)
 
 
-def steps_per_second(run: Callable[[], int]) -> float:
-    start = time.perf_counter()
+def steps_per_second(run: Callable[[], int], clock: Callable[[], float]) -> float:
+    start = clock()
     steps = run()
-    return steps / (time.perf_counter() - start)
+    return steps / (clock() - start)
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(
         f"{ENV_ID}, A2CTorchPolicy, fcnet_hiddens={args.hiddens}, "
         f"rollout_fragment_length={args.fragment_length}, torch threads={args.threads}, "
-        f"bare sampler: {args.bare_sampler}, "
+        f"bare sampler: {args.bare_sampler}, {args.clock} clock, "
         f"{args.samples} fragments x {args.repeats} repeats (median)"
     )
     print(
@@ -157,8 +165,8 @@ def main() -> None:
         # Alternate the two so that changes in machine load hit both alike.
         hpcrl_rates, bare_rates = [], []
         for _ in range(args.repeats):
-            hpcrl_rates.append(steps_per_second(hpcrl_run))
-            bare_rates.append(steps_per_second(bare_run))
+            hpcrl_rates.append(steps_per_second(hpcrl_run, clock))
+            bare_rates.append(steps_per_second(bare_run, clock))
         hpcrl_rate = statistics.median(hpcrl_rates)
         bare_rate = statistics.median(bare_rates)
         ratio = statistics.median(h / b for h, b in zip(hpcrl_rates, bare_rates))

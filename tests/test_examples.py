@@ -35,6 +35,7 @@ def run_example(script: str, *args: str) -> str:
         "recurrent_state_counter.py",
         "extra_action_info.py",
         "custom_pg_loss.py",
+        "ppo_cartpole.py",
     ],
 )
 def test_help(script, capsys, monkeypatch):
@@ -72,3 +73,8 @@ def test_custom_pg_loss():
     assert "MyPGEntropy reached 40.0" in out
     assert "entropy" in out
     assert "OK: custom policy gradient reached the target reward" in out
+
+
+def test_ppo_cartpole():
+    out = run_example("ppo_cartpole.py", "--stop-reward", "100", "--eval-episodes", "1")
+    assert "solved: reward" in out and "greedy episode 0: return" in out
