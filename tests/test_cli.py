@@ -12,7 +12,10 @@ import pytest
 
 from hpcrl.cli import main
 
-SMALL = '{"model": {"fcnet_hiddens": [8]}, "train_batch_size": 200, "rollout_fragment_length": 25}'
+SMALL = (
+    '{"model": {"fcnet_hiddens": [8]}, "train_batch_size": 200, '
+    '"rollout_fragment_length": 25, "num_envs_per_worker": 1}'
+)
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -34,11 +34,19 @@ WORKER_DEFAULTS: dict[str, Any] = {
 class RolloutWorker:
     """Owns a vector of envs and a policy; ``sample()`` returns experience.
 
-    One ``sample()`` is ``rollout_fragment_length`` steps of each of the
-    ``num_envs_per_worker`` envs (``truncate_episodes``: exactly that many
-    rows per env, episodes cut at the fragment's end and bootstrapped), or
-    at least that many steps in whole episodes (``complete_episodes``). Every
-    vector step runs one batched ``compute_actions`` for all envs.
+    One ``sample()`` holds at least ``rollout_fragment_length`` steps of each
+    of the ``num_envs_per_worker`` envs (``truncate_episodes``: episodes are
+    cut at the fragment's end and bootstrapped), or at least that many steps
+    per env in whole episodes (``complete_episodes``). Every vector step runs
+    one batched ``compute_actions`` for all envs.
+
+    gymnasium's vector envs spend one step of an env on its reset after an
+    episode ends (next-step autoreset); that step is not a transition. In
+    ``truncate_episodes`` mode the worker steps until every env has a full
+    fragment, so an env that reset less often returns a few more rows (one
+    per reset of the slowest env). Nothing is held over to the next
+    ``sample()``: every row was sampled with the weights of this call.
+    ``complete_episodes`` holds the unfinished episodes over, as it must.
 
     The batch is postprocessed (``policy.postprocess_trajectory``) once, over
     all its trajectories, before it is returned.
@@ -57,8 +65,8 @@ class RolloutWorker:
         >>> from hpcrl.algorithms.pg import PGTorchPolicy
         >>> worker = RolloutWorker("CartPole-v1", PGTorchPolicy,
         ...                        {"num_envs_per_worker": 8, "rollout_fragment_length": 10})
-        >>> worker.sample().count
-        80
+        >>> worker.sample().count >= 80
+        True
     """
 
     def __init__(
@@ -77,6 +85,7 @@ class RolloutWorker:
             raise ValueError(
                 f"batch_mode={self.config['batch_mode']!r}; expected one of {BATCH_MODES}"
             )
+        self._complete = self.config["batch_mode"] == "complete_episodes"
         self.fragment_length = int(self.config["rollout_fragment_length"])
         if self.fragment_length < 1:
             raise ValueError(f"rollout_fragment_length must be >= 1, got {self.fragment_length}")
@@ -104,14 +113,17 @@ class RolloutWorker:
         if not self._started:
             self._start_episodes(policy)
         target = self.fragment_length
-        complete = self.config["batch_mode"] == "complete_episodes"
-        while True:
-            if complete:
-                if self._completed_rows >= target * self.num_envs:
-                    break
-            elif self._rows_per_env.min() >= target:
-                break
-            self._step(policy)
+        complete = self._complete
+        if complete:
+            while self._completed_rows < target * self.num_envs:
+                self._step(policy)
+        else:
+            # A step adds at most one row per env: take the steps the emptiest env
+            # surely needs, then count again.
+            while (missing := target - int(self._rows_per_env.min())) > 0:
+                for _ in range(missing):
+                    self._step(policy)
+                self._rows_per_env = self._buffer.valid[: self._buffer.size].sum(axis=0)
         emit = self._rows_to_emit(complete)
         columns = self._buffer.take(emit)
         self._rows_per_env = self._buffer.valid[: self._buffer.size].sum(axis=0)
@@ -172,12 +184,12 @@ class RolloutWorker:
 
         done = (terminated | truncated) & valid
         self._episodes.step(rewards, valid, done)
-        self._rows_per_env += valid
-        self._since_done += valid
         any_done = bool(done.any())
-        if any_done:
-            self._completed_rows += int(self._since_done[done].sum())
-            self._since_done[done] = 0
+        if self._complete:
+            self._since_done += valid
+            if any_done:
+                self._completed_rows += int(self._since_done[done].sum())
+                self._since_done[done] = 0
 
         # Envs that were resetting this step start a new episode from next_obs.
         # The buffer holds copies, so _t and _eps_id can change in place.
@@ -196,7 +208,7 @@ class RolloutWorker:
     def _rows_to_emit(self, complete: bool) -> np.ndarray:
         valid = self._buffer.valid[: self._buffer.size]
         if not complete:
-            return valid & (np.cumsum(valid, axis=0) <= self.fragment_length)
+            return valid
         dones = (
             self._buffer.columns[SampleBatch.TERMINATEDS][: self._buffer.size]
             | (self._buffer.columns[SampleBatch.TRUNCATEDS][: self._buffer.size])

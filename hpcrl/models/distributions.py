@@ -113,8 +113,8 @@ class Categorical(ActionDistribution):
         # exponential form of the Gumbel-max trick). Written out it draws the same
         # actions from the same generator, without multinomial's input checks: four
         # reductions, each a host sync, that cost more than the draw on small batches.
-        # exp(log_softmax) is never negative or all-zero; only NaN logits are invalid.
-        if torch.isnan(probs).any():
+        # exp(log_softmax) is never negative, inf or all-zero: only NaN is invalid.
+        if math.isnan(probs.sum().item()):
             raise RuntimeError("probability tensor contains nan (are the logits nan?)")
         q = torch.empty_like(probs).exponential_(1.0, generator=generator)
         return (probs / q).argmax(-1)

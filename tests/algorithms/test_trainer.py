@@ -75,7 +75,9 @@ def test_train_returns_documented_keys_and_counts():
         first = trainer.train()
         second = trainer.train()
     assert set(first) >= RESULT_KEYS
-    assert first["timesteps_total"] == 40 and second["timesteps_total"] == 80
+    # two envs x 20 steps, plus a row or two when one env spent a step on a reset
+    assert 40 <= first["timesteps_total"] <= 42
+    assert second["timesteps_total"] == first["timesteps_total"] + second["timesteps_this_iter"]
     assert second["training_iteration"] == 2
     assert "policy_loss" in first["info"]["learner"]["default_policy"]
 
@@ -93,7 +95,10 @@ def test_episode_reward_mean_is_over_last_n_episodes():
 
 def test_timesteps_per_iteration_repeats_optimizer_steps():
     with PGTrainer({**SMALL, "timesteps_per_iteration": 100}, env="CartPole-v1") as trainer:
-        assert trainer.train()["timesteps_this_iter"] == 120
+        result = trainer.train()
+    # three optimizer steps of 40+ rows each reach 100; two would not
+    assert 120 <= result["timesteps_this_iter"] <= 126
+    assert result["info"]["num_steps_sampled"] == result["timesteps_this_iter"]
 
 
 def final_weights(config, iterations=3):

@@ -27,12 +27,24 @@ def worker(policy=PGTorchPolicy, env="CartPole-v1", **config):
     return RolloutWorker(env, policy, {**base, **config})
 
 
-def test_truncate_episodes_gives_exact_fragments_across_resets():
+def test_truncate_episodes_gives_full_fragments_across_resets():
     w = worker()
     for _ in range(5):  # several fragments, each spanning episode ends and autoresets
         batch = w.sample()
-        assert batch.count == 4 * 30
-        assert np.bincount(batch["env_id"], minlength=4).tolist() == [30, 30, 30, 30]
+        rows_per_env = np.bincount(batch["env_id"], minlength=4)
+        # every env has a full fragment; an env that reset less often has a few more
+        assert rows_per_env.min() == 30 and rows_per_env.max() <= 30 + 30 // 8
+        assert batch.count == rows_per_env.sum()
+
+
+def test_every_row_is_sampled_with_the_current_weights():
+    w = worker(rollout_fragment_length=50)
+    policy = w.get_policy()
+    w.sample()
+    policy.set_weights({k: v + 0.5 for k, v in policy.get_weights().items()})
+    batch = w.sample()
+    logp = policy.compute_log_likelihoods(batch["actions"], batch["obs"])
+    np.testing.assert_allclose(logp, batch["action_logp"], rtol=1e-5, atol=1e-5)
 
 
 def test_rows_are_real_transitions_in_time_order():
