@@ -138,13 +138,9 @@ class TorchPolicy(Policy):
                     self.model, input_dict, state, explore=explore, timestep=timestep
                 )
             else:
-                if self.action_distribution_fn is not None:
-                    dist_inputs, dist_class, state_out = self.action_distribution_fn(
-                        self.model, input_dict, state, None, explore=explore, timestep=timestep
-                    )
-                else:
-                    dist_class = self.dist_class
-                    dist_inputs, state_out = self.model(input_dict, state, None)
+                dist_inputs, dist_class, state_out = self._action_distribution(
+                    input_dict, state, explore, timestep
+                )
                 dist = dist_class(dist_inputs, self.model)
                 if explore:
                     actions = dist.sample(self.torch_generator)
@@ -174,15 +170,24 @@ class TorchPolicy(Policy):
         with torch.no_grad():
             input_dict = self._input_dict(obs_batch, prev_action_batch, prev_reward_batch)
             state = [self._tensor(s) for s in (state_batches or [])]
-            if self.action_distribution_fn is not None:
-                dist_inputs, dist_class, _ = self.action_distribution_fn(
-                    self.model, input_dict, state, None, explore=False, timestep=None
-                )
-            else:
-                dist_class = self.dist_class
-                dist_inputs, _ = self.model(input_dict, state, None)
+            dist_inputs, dist_class, _ = self._action_distribution(input_dict, state, False, None)
             dist = dist_class(dist_inputs, self.model)
             return dist.logp(self._tensor(self._actions_for_dist(actions))).cpu().numpy()
+
+    def _action_distribution(
+        self,
+        input_dict: dict[str, torch.Tensor],
+        state: list[torch.Tensor],
+        explore: bool,
+        timestep: int | None,
+    ) -> tuple[torch.Tensor, type[ActionDistribution], list[torch.Tensor]]:
+        """(distribution inputs, distribution class, state out) for a forward pass."""
+        if self.action_distribution_fn is not None:
+            return self.action_distribution_fn(
+                self.model, input_dict, state, None, explore=explore, timestep=timestep
+            )
+        dist_inputs, state_out = self.model(input_dict, state, None)
+        return dist_inputs, self.dist_class, state_out
 
     def value_of_next_obs(self, batch: SampleBatch, rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
