@@ -17,7 +17,10 @@ process, so imports, env and model construction all count.
   steps (default: the zoo's own ``n_timesteps``, 1e5), the seed did not solve.
 
 Seeds run one after the other, the two systems alternating, so that changes in
-machine load hit both alike. The table reports per system the seeds solved
+machine load hit both alike. Both systems run with the same number of torch
+threads (``--threads``, 1 by default): on a small shared machine, torch's
+default of one thread per core slows both down badly whenever another job
+takes a core. The table reports per system the seeds solved
 and the median wall time and env steps over the seeds, and the ratio of the
 median wall times against ``--target``.
 
@@ -106,8 +109,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="torch threads in both systems' processes (OMP_NUM_THREADS); default: torch's",
+        default=1,
+        help="torch threads in both systems' processes (OMP_NUM_THREADS); 0: torch's default",
     )
     parser.add_argument(
         "--target", type=float, default=0.25, help="required hpcrl / sb3 median wall time"
@@ -172,11 +175,9 @@ def sb3_child(seed: int, budget: int) -> None:
     print(json.dumps({"solved": solved, "env_steps": steps}), flush=True)
 
 
-def timed_run(
-    command: list[str], threads: int | None
-) -> tuple[subprocess.CompletedProcess[str], float]:
+def timed_run(command: list[str], threads: int) -> tuple[subprocess.CompletedProcess[str], float]:
     env = dict(os.environ)
-    if threads is not None:
+    if threads > 0:
         env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
     process = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -188,7 +189,7 @@ def timed_run(
     return process, wall_s
 
 
-def run_hpcrl(seed: int, config: str | None, threads: int | None) -> SeedResult:
+def run_hpcrl(seed: int, config: str | None, threads: int) -> SeedResult:
     """``hpcrl train`` from the tuned experiment file; solved iff it stopped on
     the episode_reward_mean criterion (read back from the trial's result.json)."""
     with tempfile.TemporaryDirectory() as local_dir:
@@ -217,7 +218,7 @@ def run_hpcrl(seed: int, config: str | None, threads: int | None) -> SeedResult:
     return SeedResult("hpcrl", seed, solved, int(last["timesteps_total"]), wall_s)
 
 
-def run_sb3(seed: int, budget: int, threads: int | None) -> SeedResult:
+def run_sb3(seed: int, budget: int, threads: int) -> SeedResult:
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -287,7 +288,7 @@ def main() -> None:
         f"torch {version('torch')}, gymnasium {version('gymnasium')}, "
         f"hpcrl {version('hpcrl')}, stable-baselines3 {version('stable-baselines3')}"
     )
-    threads = args.threads if args.threads is not None else "torch's default"
+    threads = args.threads if args.threads > 0 else "torch's default"
     print(f"torch threads per process: {threads}")
     if args.hpcrl_config:
         print(f"hpcrl --config {args.hpcrl_config}")

@@ -81,6 +81,7 @@ def test_gradients_applied_elsewhere_equal_learn_on_batch():
         np.testing.assert_allclose(value, c.get_weights()[key], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_export_model_as_torchscript(tmp_path):
     policy = A2CTorchPolicy(OBS, ACT, CONFIG)
     path = policy.export_model(str(tmp_path))
