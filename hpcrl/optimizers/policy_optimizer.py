@@ -126,15 +126,16 @@ def do_minibatch_sgd(
 
     Returns the learner stats averaged over the last epoch's minibatches.
     """
+    loaded = policy.load_batch(samples)
     if sgd_minibatch_size <= 0 or sgd_minibatch_size >= samples.count:
         stats: dict[str, Any] = {}
         for _ in range(num_sgd_iter):
-            stats = policy.learn_on_batch(samples)
+            stats = policy.learn_on_batch(loaded)
         return stats
     totals: dict[str, list[float]] = defaultdict(list)
     for epoch in range(num_sgd_iter):
         last = epoch == num_sgd_iter - 1
-        for minibatch in samples.minibatches(sgd_minibatch_size, rng=rng):
+        for minibatch in loaded.minibatches(sgd_minibatch_size, rng=rng):
             stats = policy.learn_on_batch(minibatch)
             if last:
                 for key, value in stats.items():

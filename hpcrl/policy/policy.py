@@ -160,8 +160,17 @@ class Policy:
         """The loss to minimise on ``train_batch`` (framework tensor)."""
         raise NotImplementedError(f"{type(self).__name__} defines no loss")
 
+    def load_batch(self, batch: SampleBatch) -> SampleBatch:
+        """The batch in the form ``learn_on_batch`` works on fastest (e.g. tensors).
+
+        Minibatch SGD loads a train batch once and passes minibatches of the
+        loaded batch to ``learn_on_batch``. The default returns it unchanged.
+        """
+        return batch
+
     def learn_on_batch(self, samples: SampleBatch) -> dict[str, Any]:
-        """One update on ``samples``; returns learner stats."""
+        """One update on ``samples`` (as sampled, or loaded by ``load_batch``);
+        returns learner stats."""
         gradients, info = self.compute_gradients(samples)
         self.apply_gradients(gradients)
         return info

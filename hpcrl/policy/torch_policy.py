@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hpcrl.models import ActionDistribution, ModelCatalog, TorchModel, get_preprocessor
+from hpcrl.policy.adam import Adam
 from hpcrl.policy.policy import ModelGradients, Policy
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -87,8 +88,11 @@ class TorchPolicy(Policy):
     def before_loss_init(self) -> None:
         """Called after the model exists and before the optimizer is made."""
 
-    def optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.config["lr"])
+    def optimizer(self) -> Any:
+        """The optimizer: hpcrl's ``Adam`` (same update as ``torch.optim.Adam``,
+        without the second of start-up that torch's optimizers cost); any torch
+        optimizer works too."""
+        return Adam(self.model.parameters(), lr=self.config["lr"])
 
     def extra_action_out(
         self,
@@ -128,6 +132,8 @@ class TorchPolicy(Policy):
     ) -> tuple[np.ndarray, list[np.ndarray], dict[str, np.ndarray]]:
         explore = self.config["explore"] if explore is None else explore
         timestep = self.global_timestep if timestep is None else timestep
+        if self.model.training:
+            self.model.eval()
         with torch.no_grad():
             input_dict = self._input_dict(obs_batch, prev_action_batch, prev_reward_batch)
             state = [self._tensor(s) for s in (state_batches or [])]
@@ -167,6 +173,8 @@ class TorchPolicy(Policy):
         prev_action_batch: np.ndarray | None = None,
         prev_reward_batch: np.ndarray | None = None,
     ) -> np.ndarray:
+        if self.model.training:
+            self.model.eval()
         with torch.no_grad():
             input_dict = self._input_dict(obs_batch, prev_action_batch, prev_reward_batch)
             state = [self._tensor(s) for s in (state_batches or [])]
@@ -190,6 +198,8 @@ class TorchPolicy(Policy):
         return dist_inputs, self.dist_class, state_out
 
     def value_of_next_obs(self, batch: SampleBatch, rows: np.ndarray) -> np.ndarray:
+        if self.model.training:
+            self.model.eval()
         with torch.no_grad():
             input_dict = self._input_dict(
                 _rows(batch[SampleBatch.NEXT_OBS], rows),
@@ -203,13 +213,19 @@ class TorchPolicy(Policy):
             return self.model.value_function().cpu().numpy()
 
     # -- learning --------------------------------------------------------
-    def compute_loss(self, train_batch: SampleBatch) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The loss on a batch (with gradients) and the stats that go with it."""
-        self.model.train()
-        tensors = self.batch_to_tensors(train_batch)
+    def compute_loss(self, train_batch: SampleBatch) -> tuple[torch.Tensor, SampleBatch]:
+        """The loss on a batch (with gradients) and the tensor batch it was computed on."""
+        if not self.model.training:
+            self.model.train()
+        tensors = self.load_batch(train_batch)
         self.loss_stats = {}
         loss = self.loss(self.model, self.dist_class, tensors)
         return loss, tensors
+
+    def load_batch(self, batch: SampleBatch) -> SampleBatch:
+        """The batch as tensors on the policy's device (see ``batch_to_tensors``);
+        a batch already loaded is returned as it is."""
+        return batch if isinstance(batch, _TensorBatch) else self.batch_to_tensors(batch)
 
     def learn_on_batch(self, samples: SampleBatch) -> dict[str, Any]:
         loss, tensors = self.compute_loss(samples)
@@ -217,7 +233,6 @@ class TorchPolicy(Policy):
         loss.backward()
         info = self.extra_grad_process(self._optimizer, loss)
         self._optimizer.step()
-        self.model.eval()
         return self._learner_stats(loss, tensors, info)
 
     def compute_gradients(self, postprocessed_batch: SampleBatch) -> tuple[ModelGradients, dict]:
@@ -229,7 +244,6 @@ class TorchPolicy(Policy):
             None if p.grad is None else p.grad.detach().cpu().numpy()
             for p in self.model.parameters()
         ]
-        self.model.eval()
         return grads, self._learner_stats(loss, tensors, info)
 
     def apply_gradients(self, gradients: ModelGradients) -> None:
@@ -356,6 +370,13 @@ class _TensorBatch(SampleBatch):
 
     def __setitem__(self, key: str, value: Any) -> None:
         dict.__setitem__(self, key, value)
+
+    def slice(self, start: int, end: int) -> _TensorBatch:
+        return _TensorBatch({k: v[start:end] for k, v in self.items()})
+
+    def take(self, indices: np.ndarray) -> _TensorBatch:
+        index = torch.as_tensor(indices, device=next(iter(self.values())).device)
+        return _TensorBatch({k: v[index] for k, v in self.items()})
 
     def _dones(self) -> torch.Tensor:
         terminated = dict.get(self, self.TERMINATEDS)

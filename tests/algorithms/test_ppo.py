@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hpcrl.algorithms.ppo import PPOTorchPolicy, PPOTrainer
 from hpcrl.models import TorchModel
@@ -138,21 +140,12 @@ def test_minibatch_larger_than_batch_is_rejected():
         PPOTrainer({"sgd_minibatch_size": 4096, "train_batch_size": 2048}, env="CartPole-v1")
 
 
-TUNED = {
-    "num_envs_per_worker": 64,
-    "rollout_fragment_length": 32,
-    "train_batch_size": 2048,
-    "sgd_minibatch_size": 512,
-    "num_sgd_iter": 6,
-    "lr": 0.002,
-    "lambda": 0.9,
-    "kl_coeff": 0.0,
-    "model": {"fcnet_hiddens": [64, 64]},
-}
+TUNED_FILE = Path(__file__).resolve().parents[2] / "examples" / "tuned" / "cartpole-ppo.yaml"
 
 
 def test_ppo_solves_cartpole_475_in_a_bounded_run():
-    with PPOTrainer({**TUNED, "seed": 0}, env="CartPole-v1") as trainer:
+    (experiment,) = yaml.safe_load(TUNED_FILE.read_text()).values()
+    with PPOTrainer({**experiment["config"], "seed": 0}, env=experiment["env"]) as trainer:
         result = {}
         while result.get("timesteps_total", 0) < 300_000:
             result = trainer.train()

@@ -1,0 +1,108 @@
+"""Adam with torch.optim.Adam's update rule, for fast process start.
+
+torch's own optimizers import ``torch._dynamo`` the first time one is built
+(about 1.4 s on a laptop core), which every rollout worker and learner
+process would pay at start. This class has the same update as
+``torch.optim.Adam`` (no weight decay, no amsgrad) and the part of the torch
+optimizer interface that hpcrl uses: ``param_groups`` (with ``"lr"``),
+``zero_grad``, ``step``, ``state_dict`` and ``load_state_dict``. A policy may
+still return any torch optimizer from its ``optimizer()`` hook.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015), updating all parameters with foreach kernels.
+
+    Example:
+        >>> layer = torch.nn.Linear(3, 1)
+        >>> opt = Adam(layer.parameters(), lr=0.01)
+        >>> layer(torch.ones(2, 3)).sum().backward()
+        >>> opt.step()
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.param_groups = [{"params": self.params, "lr": lr, "betas": tuple(betas), "eps": eps}]
+        self.steps = [0] * len(self.params)
+        self.exp_avg = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
+        self.exp_avg_sq = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every parameter that has a gradient."""
+        group = self.param_groups[0]
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        # Parameters are grouped by step count (all equal unless some had no
+        # gradient at some step) so that bias corrections stay per parameter.
+        by_step: dict[int, list[int]] = {}
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self.steps[i] += 1
+                by_step.setdefault(self.steps[i], []).append(i)
+        for step, indices in by_step.items():
+            params = [self.params[i] for i in indices]
+            grads = [self.params[i].grad for i in indices]
+            exp_avg = [self.exp_avg[i] for i in indices]
+            exp_avg_sq = [self.exp_avg_sq[i] for i in indices]
+            torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
+            step_size = lr / (1 - beta1**step)
+            denom = torch._foreach_sqrt(exp_avg_sq)
+            torch._foreach_div_(denom, math.sqrt(1 - beta2**step))
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, exp_avg, denom, -step_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        group = self.param_groups[0]
+        return {
+            "lr": group["lr"],
+            "betas": list(group["betas"]),
+            "eps": group["eps"],
+            "steps": list(self.steps),
+            "exp_avg": [t.clone() for t in self.exp_avg],
+            "exp_avg_sq": [t.clone() for t in self.exp_avg_sq],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["steps"]) != len(self.params):
+            raise ValueError(
+                f"optimizer state has {len(state['steps'])} parameters, this model has "
+                f"{len(self.params)}"
+            )
+        group = self.param_groups[0]
+        group["lr"], group["betas"], group["eps"] = (
+            float(state["lr"]),
+            tuple(state["betas"]),
+            float(state["eps"]),
+        )
+        self.steps = [int(s) for s in state["steps"]]
+        for target, source in zip(
+            self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]
+        ):
+            target.copy_(torch.as_tensor(source))
