@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("-f", "--config-file", help="YAML experiment file")
     train.add_argument("--num-workers", type=int, help="remote rollout workers")
-    train.add_argument("--backend", choices=["local"], help="where workers run")
+    train.add_argument(
+        "--backend",
+        choices=["local", "mpi"],
+        help="where workers run: local (this process) or mpi (ranks of mpiexec/srun)",
+    )
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument(
         "--local-dir", help="results directory (default: ~/hpcrl_results)", default=None
@@ -178,7 +182,7 @@ def train_command(args: argparse.Namespace) -> int:
             verbose=0 if args.quiet else 1,
             on_result=_result_printer(args.verbose),
         )
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, ImportError) as err:
         raise UsageError(str(err)) from err
     try:
         result = experiment.run()

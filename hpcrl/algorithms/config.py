@@ -18,8 +18,9 @@ COMMON_CONFIG: dict[str, Any] = {
     # "vector_entry_point", "sync" or "async" (one subprocess per env).
     "vectorization_mode": "auto",
     # --- rollouts ---
-    # Remote rollout workers; 0 samples on the driver.
-    "num_workers": 0,
+    # Remote rollout workers; 0 samples on the driver. None: the backend's default
+    # (0 for "local", every rank but the driver's for "mpi").
+    "num_workers": None,
     # Envs stepped together (one batched forward pass) by each worker.
     "num_envs_per_worker": 1,
     # Steps per env in one sample() call.
@@ -45,8 +46,14 @@ COMMON_CONFIG: dict[str, Any] = {
     # Minimum env steps per train() call (optimizer steps repeat until reached).
     "timesteps_per_iteration": 0,
     # --- execution ---
-    # Where remote workers run: "local" (this process).
+    # Where remote workers run: "local" (this process) or "mpi" (MPI ranks; launch
+    # with mpiexec/srun).
     "backend": "local",
+    # Seconds a remote worker may take to answer a call before the run fails with an
+    # error naming it (None: wait forever).
+    "worker_timeout_s": 600.0,
+    # torch threads per worker process (None: the node's cores shared among its ranks).
+    "num_torch_threads": None,
     # torch device of the learner.
     "device": "cpu",
     # Seed for envs, action sampling, model init and minibatch order (None: random).
@@ -57,8 +64,10 @@ COMMON_CONFIG: dict[str, Any] = {
 
 # Keys whose value may be of any type (free-form or several allowed types).
 _ANY_TYPE = {"env", "env_config", "seed", "grad_clip"}
+# Keys that must be an int when given (their default None means "decide for me").
+_INT_OR_NONE = {"num_workers", "num_torch_threads"}
 # Keys with a number as default that also accept None ("off").
-_NONE_ALLOWED = {"vf_clip_param"}
+_NONE_ALLOWED = {"vf_clip_param", "worker_timeout_s"}
 
 
 def with_common_config(extra: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +105,12 @@ def unknown_key_message(what: str, key: str, valid: Any) -> str:
 
 
 def _check_type(key: str, value: Any, default: Any) -> None:
+    if key in _INT_OR_NONE:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(
+                f"config key {key!r} must be int, got {type(value).__name__} {value!r}"
+            )
+        return
     if key in _ANY_TYPE or default is None or (value is None and key in _NONE_ALLOWED):
         return
     expected: tuple[type, ...]

@@ -10,6 +10,7 @@ from hpcrl.algorithms.config import unknown_key_message
 ALGORITHMS: dict[str, str] = {
     "PG": "hpcrl.algorithms.pg:PGTrainer",
     "A2C": "hpcrl.algorithms.a2c:A2CTrainer",
+    "A3C": "hpcrl.algorithms.a3c:A3CTrainer",
     "PPO": "hpcrl.algorithms.ppo:PPOTrainer",
 }
 

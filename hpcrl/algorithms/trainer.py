@@ -78,6 +78,7 @@ class Trainer:
             config=self.config,
             backend=self.config["backend"],
         )
+        self.config["num_workers"] = self.workers.num_workers
         self.optimizer = self.make_policy_optimizer(self.workers, self.config)
         self.after_init()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,7 +88,12 @@ def build_trainer(
 
     namespace["with_updates"] = classmethod(with_updates)
     namespace["DEFAULT_CONFIG"] = default_config
-    return type(name, (*mixins, Trainer), namespace)
+    cls = type(name, (*mixins, Trainer), namespace)
+    # Name the class after the module that built it, so it pickles by reference
+    # when bound there under the same name.
+    cls.__module__ = sys._getframe(1).f_globals.get("__name__", cls.__module__)
+    cls.__qualname__ = name
+    return cls
 
 
 def _as_method(hook: Callable[..., Any]) -> Callable[..., Any]:

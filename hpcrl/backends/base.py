@@ -89,6 +89,13 @@ class Backend:
     def broadcast(self, actors: Sequence[Any], method: str, payload: Any) -> None:
         self.get(self.call(actors, method, payload))
 
+    def max_actors(self) -> int | None:
+        """How many actors this backend can hold (None: no fixed limit)."""
+        return None
+
+    def check_capacity(self, count: int, role: str = "worker") -> None:
+        """Raise ValueError, saying how to fix it, if ``count`` more actors do not fit."""
+
     def kill(self, actor: Any) -> None:
         raise NotImplementedError("abstract")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import MappingProxyType
 from typing import Any
 
 import gymnasium as gym
@@ -17,8 +16,18 @@ from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, SampleBatch
 
 BATCH_MODES = ("truncate_episodes", "complete_episodes")
 
-# Shared by every row without env info; read-only so sharing is safe.
-_NO_INFO = MappingProxyType({})
+
+class _NoInfo(dict):
+    """The info of a row whose env returned none: an empty dict that cannot be
+    changed, so one instance is shared by every such row (and pickles)."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("this row has no env info; the empty info dict is read-only")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only
+
+
+_NO_INFO = _NoInfo()
 
 # Keys of the trainer config a RolloutWorker reads, with their defaults.
 WORKER_DEFAULTS: dict[str, Any] = {

@@ -32,41 +32,48 @@ class WorkerSet:
         *,
         policy: type[Policy],
         env_creator: str | Callable[..., Any],
-        num_workers: int = 0,
+        num_workers: int | None = 0,
         config: dict[str, Any] | None = None,
         backend: Backend | str = "local",
     ) -> None:
-        if num_workers < 0:
+        if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.config = dict(config or {})
         self.policy_class = policy
         self.env_creator = env_creator
+        # Under MPI this call does not return on the worker ranks: they serve actors.
         self.backend = make_backend(backend, self.config) if isinstance(backend, str) else backend
-        # With remote workers the local worker only learns: one env is enough
-        # for it to know the spaces.
-        self._local = RolloutWorker(
-            env_creator,
-            policy,
-            self.config,
-            worker_index=0,
-            num_workers=num_workers,
-            num_envs=1 if num_workers else None,
-        )
-        self._remote = [
-            actor
-            for index in range(1, num_workers + 1)
-            for actor in self.backend.spawn(
-                RolloutWorker,
+        if num_workers is None:
+            num_workers = self.backend.max_actors() or 0
+        self.num_workers = num_workers
+        self._remote: list[Any] = []
+        try:
+            self.backend.check_capacity(num_workers, "rollout worker")
+            # With remote workers the local worker only learns: one env is enough
+            # for it to know the spaces.
+            self._local = RolloutWorker(
                 env_creator,
                 policy,
                 self.config,
-                count=1,
-                role="rollout worker",
-                worker_index=index,
+                worker_index=0,
                 num_workers=num_workers,
+                num_envs=1 if num_workers else None,
             )
-        ]
-        self.sync_weights()
+            for index in range(1, num_workers + 1):
+                self._remote += self.backend.spawn(
+                    RolloutWorker,
+                    env_creator,
+                    policy,
+                    self.config,
+                    count=1,
+                    role="rollout worker",
+                    worker_index=index,
+                    num_workers=num_workers,
+                )
+            self.sync_weights()
+        except BaseException:
+            self.backend.shutdown()
+            raise
 
     def local_worker(self) -> RolloutWorker:
         return self._local

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from hpcrl.optimizers.async_gradients_optimizer import (
+    AsyncGradientsOptimizer,
+    GradientStaleness,
+)
 from hpcrl.optimizers.policy_optimizer import (
     PolicyOptimizer,
     do_minibatch_sgd,
@@ -9,4 +13,11 @@ from hpcrl.optimizers.policy_optimizer import (
 )
 from hpcrl.optimizers.sync_samples_optimizer import SyncSamplesOptimizer
 
-__all__ = ["PolicyOptimizer", "SyncSamplesOptimizer", "do_minibatch_sgd", "standardize_fields"]
+__all__ = [
+    "AsyncGradientsOptimizer",
+    "GradientStaleness",
+    "PolicyOptimizer",
+    "SyncSamplesOptimizer",
+    "do_minibatch_sgd",
+    "standardize_fields",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -119,4 +120,9 @@ def build_torch_policy(
         return build_torch_policy(**{**build_args, **overrides})
 
     namespace["with_updates"] = classmethod(with_updates)
-    return type(name, (*mixins, TorchPolicy), namespace)
+    cls = type(name, (*mixins, TorchPolicy), namespace)
+    # Name the class after the module that built it, so it pickles by reference
+    # when bound there under the same name.
+    cls.__module__ = sys._getframe(1).f_globals.get("__name__", cls.__module__)
+    cls.__qualname__ = name
+    return cls

@@ -180,7 +180,6 @@ def test_ppo_continuous_actions_run_and_learn_stats():
         assert action.shape == (1,)
 
 
-@pytest.mark.slow
 def test_ppo_improves_on_pendulum():
     with PPOTrainer(PENDULUM, env="Pendulum-v1") as trainer:
         first = float("nan")

@@ -1,0 +1,445 @@
+"""The MPI backend: rank 0 drives, every other rank serves one actor.
+
+Run the same program on every rank (``mpiexec -n 3 hpcrl train ... --backend
+mpi``, ``srun``, or a Python script). Creating the backend on a rank other
+than 0 enters a serve loop that never returns: the rank instantiates the
+actor assigned to it and answers method calls until the driver shuts the job
+down, then the process exits with code 0. On rank 0 the backend returns and
+the driver goes on.
+
+Messages are tagged point-to-point sends through ``mpi4py.util.pkl5``: numpy
+arrays travel as pickle protocol 5 out-of-band buffers, not copied through
+pickle. ``broadcast`` of a dict of arrays (weights) is one ``Bcast`` of one
+flat byte buffer. Waiting for any result is ``improbe`` on ``ANY_SOURCE``.
+
+Failure: an exception in an actor comes back to rank 0 as a ``RemoteError``
+naming the rank and carrying its traceback. An exception that leaves rank 0
+uncaught ends the whole job at once (``Abort``) with a non-zero exit code,
+so no rank is left waiting. A call not answered within ``timeout_s`` raises
+``WorkerTimeoutError`` naming the rank(s).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import pickle
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from hpcrl.backends.base import Backend, Future, RemoteError
+
+TAG_REQUEST = 11
+TAG_RESULT = 12
+
+LAUNCH_HINT = (
+    "run the program under an MPI launcher with one rank for the driver plus one per "
+    "worker, e.g. `mpiexec -n 3 hpcrl train --run PPO --env CartPole-v1 --backend mpi` "
+    "or `srun -n 3 ...` inside a Slurm allocation"
+)
+
+
+class WorkerTimeoutError(RuntimeError):
+    """A rank did not answer a call within the backend's timeout."""
+
+
+def _import_mpi() -> tuple[Any, Any]:
+    try:
+        import cloudpickle
+        from mpi4py import MPI
+        from mpi4py.util import pkl5
+    except ImportError as err:
+        raise ImportError(
+            "backend='mpi' needs mpi4py: `pip install mpi4py mpich` on a laptop, or build "
+            "mpi4py against the cluster's MPI (see the README, 'Running under MPI'); "
+            f"import failed with: {err}"
+        ) from err
+    # cloudpickle (a gymnasium dependency) so that lambdas, closures and classes made
+    # at run time (build_torch_policy, with_updates) travel too.
+    # (pkl5 keeps its own Pickle instance.)
+    for pickler in (MPI.pickle, pkl5.pickle):
+        pickler.__init__(cloudpickle.dumps, pickle.loads, 5)
+    return MPI, pkl5
+
+
+class MPIActor:
+    """Handle of an actor living on an MPI rank."""
+
+    def __init__(self, rank: int, role: str, factory: tuple[type, tuple, dict]) -> None:
+        self.rank = rank
+        self.role = role
+        self._factory = factory
+
+    def __repr__(self) -> str:
+        return f"MPIActor({self.role} on rank {self.rank})"
+
+
+class MPIFuture(Future):
+    """The result of one call to one rank."""
+
+    def __init__(self, backend: MPIBackend, call_id: int, rank: int, method: str) -> None:
+        self.backend = backend
+        self.call_id = call_id
+        self.rank = rank
+        self.method = method
+
+    def done(self) -> bool:
+        self.backend._drain()
+        return self.call_id in self.backend._results
+
+    def result(self, timeout: float | None = None) -> Any:
+        self.backend._wait_for([self], 1, timeout)
+        ok, value = self.backend._results.pop(self.call_id)
+        if not ok:
+            raise value
+        return value
+
+
+class MPIBackend(Backend):
+    """Actors on MPI ranks 1..size-1; this object lives on rank 0.
+
+    Args:
+        comm: the communicator (default ``MPI.COMM_WORLD``).
+        timeout_s: seconds a call may go unanswered before ``WorkerTimeoutError``
+            (None: wait forever).
+        num_torch_threads: torch threads per rank; default: the node's cores
+            divided among the node's ranks, at least 1 (``OMP_NUM_THREADS``,
+            if set, wins).
+
+    Example (under ``mpiexec -n 3``; ranks 1 and 2 never return from the constructor)::
+
+        backend = MPIBackend()
+        actors = backend.spawn(Counter, count=2)
+        backend.get(backend.call(actors, "add", 1))
+        backend.shutdown()
+    """
+
+    name = "mpi"
+
+    def __init__(
+        self,
+        comm: Any = None,
+        timeout_s: float | None = None,
+        num_torch_threads: int | None = None,
+    ) -> None:
+        mpi, pkl5 = _import_mpi()
+        self.MPI = mpi
+        self.raw_comm = comm if comm is not None else mpi.COMM_WORLD
+        self.comm = pkl5.Intracomm(self.raw_comm)
+        self.rank = self.raw_comm.Get_rank()
+        self.size = self.raw_comm.Get_size()
+        if self.size < 2:
+            raise ValueError(f"backend='mpi' found 1 MPI rank; {LAUNCH_HINT}")
+        _set_torch_threads(self.raw_comm, num_torch_threads)
+        if self.rank != 0:
+            serve(self.comm, self.raw_comm)
+            raise SystemExit(0)
+        self.timeout_s = timeout_s
+        self._free_ranks = list(range(1, self.size))
+        self._actors: list[MPIActor] = []
+        self._call_ids = itertools.count()
+        self._results: dict[int, tuple[bool, Any]] = {}
+        self._pending: dict[int, MPIFuture] = {}
+        self._closed = False
+        _abort_on_uncaught_exception(self.raw_comm)
+        atexit.register(self.shutdown)
+
+    # -- actors ----------------------------------------------------------
+    def max_actors(self) -> int:
+        return self.size - 1
+
+    def check_capacity(self, count: int, role: str = "worker") -> None:
+        free = len(self._free_ranks)
+        if count > free:
+            raise ValueError(
+                f"asked for {count} {role}s but the MPI job has {self.size} ranks, so "
+                f"{free} free worker rank(s) (rank 0 drives); launch with "
+                f"`mpiexec -n {self.size - free + count}` or ask for at most {free}"
+            )
+
+    def spawn(
+        self, cls: type, *args: Any, count: int = 1, role: str = "worker", **kwargs: Any
+    ) -> list[MPIActor]:
+        self.check_capacity(count, role)
+        actors = [
+            MPIActor(self._free_ranks.pop(0), role, (cls, args, kwargs)) for _ in range(count)
+        ]
+        futures = [
+            self._request(actor.rank, "__spawn__", (cls, args, kwargs, role)) for actor in actors
+        ]
+        self.get(futures)
+        self._actors.extend(actors)
+        return actors
+
+    def call(
+        self, actors: Sequence[MPIActor], method: str, *args: Any, **kwargs: Any
+    ) -> list[Future]:
+        return [self._request(actor.rank, method, (args, kwargs)) for actor in actors]
+
+    def wait(
+        self, futures: Sequence[Future], num_returns: int = 1, timeout: float | None = None
+    ) -> tuple[list[Future], list[Future]]:
+        self._wait_for(futures, num_returns, timeout, raise_on_timeout=False)
+        done = [f for f in futures if f.call_id in self._results]
+        return done, [f for f in futures if f.call_id not in self._results]
+
+    def broadcast(self, actors: Sequence[MPIActor], method: str, payload: Any) -> None:
+        """``method(payload)`` on each actor; a dict of arrays (e.g. weights by policy)
+        goes as one ``Bcast`` of one flat buffer, anything else as one pickled ``bcast``."""
+        header, buffer = _flatten_arrays(payload)
+        targets = {actor.rank for actor in actors}
+        futures = []
+        for rank in range(1, self.size):
+            call_id = next(self._call_ids) if rank in targets else -1
+            self.comm.send(("__bcast__", call_id, method, header), dest=rank, tag=TAG_REQUEST)
+            if rank in targets:
+                future = MPIFuture(self, call_id, rank, method)
+                self._pending[call_id] = future
+                futures.append(future)
+        if header is None:
+            self.comm.bcast(payload, root=0)
+        else:
+            self.raw_comm.Bcast(buffer, root=0)
+        self.get(futures)
+
+    def kill(self, actor: MPIActor) -> None:
+        self.get([self._request(actor.rank, "__stop__", None)])
+
+    def restart(self, actor: MPIActor) -> MPIActor:
+        cls, args, kwargs = actor._factory
+        self.get([self._request(actor.rank, "__spawn__", (cls, args, kwargs, actor.role))])
+        return actor
+
+    def shutdown(self) -> None:
+        """Collect answers still on their way, then let every worker rank exit."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._wait_for(list(self._pending.values()), len(self._pending), 60.0, False)
+        finally:
+            for rank in range(1, self.size):
+                self.comm.send(("__shutdown__", -1, None, None), dest=rank, tag=TAG_REQUEST)
+            atexit.unregister(self.shutdown)
+
+    # -- messages --------------------------------------------------------
+    def _request(self, rank: int, method: str, payload: Any) -> MPIFuture:
+        if self._closed:
+            raise RuntimeError("the MPI backend was shut down")
+        call_id = next(self._call_ids)
+        self.comm.send((method, call_id, payload, None), dest=rank, tag=TAG_REQUEST)
+        future = MPIFuture(self, call_id, rank, method)
+        self._pending[call_id] = future
+        return future
+
+    def _receive(self) -> bool:
+        """Take one answer off the wire; False if none is there."""
+        status = self.MPI.Status()
+        message = self.comm.improbe(source=self.MPI.ANY_SOURCE, tag=TAG_RESULT, status=status)
+        if message is None:
+            return False
+        call_id, ok, value, remote_tb = message.recv()
+        future = self._pending.pop(call_id, None)
+        if not ok:
+            where = f"MPI rank {status.Get_source()}"
+            if future is not None:
+                where += f" ({future.method})"
+            value = RemoteError(where, value, remote_tb)
+        self._results[call_id] = (ok, value)
+        return True
+
+    def _drain(self) -> None:
+        while self._receive():
+            pass
+
+    def _wait_for(
+        self,
+        futures: Sequence[Future],
+        num_returns: int,
+        timeout: float | None,
+        raise_on_timeout: bool = True,
+    ) -> None:
+        timeout = self.timeout_s if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0
+        while True:
+            self._drain()
+            if sum(f.call_id in self._results for f in futures) >= num_returns:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                if not raise_on_timeout:
+                    return
+                late = [f for f in futures if f.call_id not in self._results]
+                raise WorkerTimeoutError(
+                    f"MPI rank(s) {sorted({f.rank for f in late})} did not answer within "
+                    f"{timeout:g}s (calls: {sorted({f.method for f in late})}); "
+                    "raise worker_timeout_s if they are just slow"
+                )
+            # Poll rather than block: a blocking MPI receive spins a core that the
+            # workers on this node need. Spin briefly, then back off.
+            time.sleep(pause)
+            pause = min(0.005, pause * 2 + 2e-5)
+
+
+def serve(comm: Any, raw_comm: Any) -> None:
+    """The loop of a worker rank: run the requests of rank 0 until shutdown.
+
+    Exceptions of the actor go back to rank 0; anything else that goes wrong
+    here ends the whole job (``Abort``) rather than leave rank 0 waiting.
+    """
+    server = _Server(comm, raw_comm)
+    try:
+        while server.handle(*_next_request(comm)):
+            pass
+    except BaseException:
+        rank = raw_comm.Get_rank()
+        sys.stderr.write(f"hpcrl: MPI rank {rank} failed outside an actor call:\n")
+        traceback.print_exc()
+        sys.stderr.flush()
+        time.sleep(0.2)
+        raw_comm.Abort(1)
+
+
+class _Server:
+    """Holds a worker rank's actor and carries out the driver's requests."""
+
+    def __init__(self, comm: Any, raw_comm: Any) -> None:
+        self.comm = comm
+        self.raw_comm = raw_comm
+        self.actor: Any = None
+
+    def handle(self, method: str, call_id: int, payload: Any, header: Any) -> bool:
+        """Carry out one request; False once the driver has shut the job down."""
+        if method == "__shutdown__":
+            self._stop_actor()
+            return False
+        if method == "__bcast__":
+            value = self._join_broadcast(header)
+            if call_id >= 0:  # this rank's actor is one of the targets
+                self._answer(call_id, lambda: getattr(self.actor, payload)(value))
+        elif method == "__spawn__":
+            self._answer(call_id, lambda: self._create(*payload))
+        elif method == "__stop__":
+            self._answer(call_id, self._stop_actor)
+        else:
+            args, kwargs = payload
+            self._answer(call_id, lambda: getattr(self.actor, method)(*args, **kwargs))
+        return True
+
+    def _create(self, cls: type, args: tuple, kwargs: dict, role: str) -> None:
+        self._stop_actor()
+        self.actor = cls(*args, **kwargs)
+
+    def _stop_actor(self) -> None:
+        actor, self.actor = self.actor, None
+        if actor is not None and hasattr(actor, "stop"):
+            actor.stop()
+
+    def _join_broadcast(self, header: dict[str, Any] | None) -> Any:
+        if header is None:
+            return self.comm.bcast(None, root=0)
+        buffer = np.empty(header["nbytes"], dtype=np.uint8)
+        self.raw_comm.Bcast(buffer, root=0)
+        return _unflatten_arrays(header, buffer)
+
+    def _answer(self, call_id: int, fn: Any) -> None:
+        try:
+            reply = (call_id, True, fn(), None)
+            self.comm.send(reply, dest=0, tag=TAG_RESULT)
+        except Exception as err:  # noqa: BLE001 - sent to the driver with its traceback
+            reply = (call_id, False, _portable_error(err), traceback.format_exc())
+            self.comm.send(reply, dest=0, tag=TAG_RESULT)
+
+
+def _next_request(comm: Any) -> tuple:
+    """Wait for the driver's next request without spinning a core for long."""
+    pause = 0.0
+    spin_until = time.monotonic() + 0.002
+    while True:
+        message = comm.improbe(source=0, tag=TAG_REQUEST)
+        if message is not None:
+            return message.recv()
+        if time.monotonic() > spin_until:
+            time.sleep(pause)
+            pause = min(0.001, pause * 2 + 1e-5)
+
+
+def _portable_error(err: BaseException) -> BaseException | str:
+    """The exception if it pickles, else its repr."""
+    try:
+        pickle.dumps(err)
+        return err
+    except Exception:  # noqa: BLE001
+        return repr(err)
+
+
+def _flatten_arrays(payload: Any) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+    """A dict (of dicts) of numpy arrays as one byte buffer and a header to rebuild it."""
+    leaves: list[tuple[tuple[str, ...], np.ndarray]] = []
+
+    def visit(prefix: tuple[str, ...], value: Any) -> bool:
+        if isinstance(value, dict):
+            return all(visit((*prefix, str(k)), v) for k, v in value.items()) and all(
+                isinstance(k, str) for k in value
+            )
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            leaves.append((prefix, np.ascontiguousarray(value)))
+            return True
+        return False
+
+    if not isinstance(payload, dict) or not visit((), payload) or not leaves:
+        return None, None
+    entries, offset = [], 0
+    for path, array in leaves:
+        entries.append((path, array.dtype.str, array.shape, offset, array.nbytes))
+        offset += array.nbytes
+    buffer = np.empty(offset, dtype=np.uint8)
+    for (_, _, _, start, nbytes), (_, array) in zip(entries, leaves):
+        buffer[start : start + nbytes] = array.reshape(-1).view(np.uint8)
+    return {"nbytes": offset, "entries": entries}, buffer
+
+
+def _unflatten_arrays(header: dict[str, Any], buffer: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, dtype, shape, start, nbytes in header["entries"]:
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = buffer[start : start + nbytes].view(np.dtype(dtype)).reshape(shape)
+    return out
+
+
+def _set_torch_threads(raw_comm: Any, num_threads: int | None) -> None:
+    if "torch" not in sys.modules and num_threads is None and "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    if num_threads is None:
+        if "OMP_NUM_THREADS" in os.environ:
+            return
+        from mpi4py import MPI
+
+        node = raw_comm.Split_type(MPI.COMM_TYPE_SHARED)
+        ranks_on_node = node.Get_size()
+        node.Free()
+        num_threads = max(1, (os.cpu_count() or 1) // ranks_on_node)
+    torch.set_num_threads(num_threads)
+
+
+def _abort_on_uncaught_exception(raw_comm: Any) -> None:
+    """On rank 0, an uncaught exception ends every rank (non-zero exit), not just this one."""
+    previous = sys.excepthook
+
+    def hook(kind: type, value: BaseException, tb: Any) -> None:
+        previous(kind, value, tb)
+        sys.stderr.flush()
+        time.sleep(0.2)  # let the launcher forward the traceback before the abort
+        raw_comm.Abort(1)
+
+    sys.excepthook = hook

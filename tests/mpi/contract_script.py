@@ -1,0 +1,116 @@
+"""The MPI backend contract, run under mpiexec by tests/mpi/test_mpi_backend.py.
+
+Every rank runs this script; ranks other than 0 serve actors inside
+``MPIBackend()`` and exit there. Rank 0 checks the contract and prints
+``CONTRACT OK``. Assertions depend only on the number of ranks.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from hpcrl.backends.base import RemoteError
+from hpcrl.backends.mpi import MPIBackend, WorkerTimeoutError
+
+
+class Echo:
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.weights = None
+
+    def where(self) -> tuple[int, int]:
+        from mpi4py import MPI
+
+        return MPI.COMM_WORLD.Get_rank(), self.base
+
+    def add(self, x: int, scale: int = 1) -> int:
+        return self.base + x * scale
+
+    def set_weights(self, weights: dict) -> None:
+        self.weights = weights
+
+    def checksum(self) -> float:
+        return float(sum(v.sum() for p in self.weights.values() for v in p.values()))
+
+    def batch(self, rows: int) -> dict:
+        return {"obs": np.arange(rows * 4, dtype=np.float32).reshape(rows, 4)}
+
+    def sleep(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    def fail(self) -> None:
+        raise KeyError("worker failure")
+
+
+def main() -> None:
+    backend = MPIBackend(timeout_s=30)
+    workers = backend.max_actors()
+    actors = backend.spawn(Echo, 10, count=workers, role="echo")
+    ranks = backend.get(backend.call(actors, "where"))
+    assert sorted(r for r, _ in ranks) == list(range(1, workers + 1)), ranks
+
+    # call with args and kwargs, results in actor order
+    assert backend.get(backend.call(actors, "add", 2, scale=3)) == [16] * workers
+
+    # numpy payloads come back intact
+    batches = backend.get(backend.call(actors, "batch", 1000))
+    assert all(b["obs"].shape == (1000, 4) and b["obs"][-1, -1] == 3999 for b in batches)
+
+    # broadcast of weights (dict of dicts of arrays) as one flat buffer
+    weights = {"p": {"w": np.ones((3, 4), np.float32), "b": np.arange(5, dtype=np.int64)}}
+    backend.broadcast(actors, "set_weights", weights)
+    assert backend.get(backend.call(actors, "checksum")) == [22.0] * workers
+    # to a subset, and a non-array payload
+    backend.broadcast(actors[:1], "set_weights", {"p": {"w": np.zeros(2)}})
+    sums = backend.get(backend.call(actors, "checksum"))
+    assert sums[0] == 0.0 and sums[1:] == [22.0] * (workers - 1), sums
+
+    # wait for any: the fast one comes back first
+    if workers >= 2:
+        slow = backend.call(actors[:1], "sleep", 1.0)[0]
+        fast = backend.call(actors[1:2], "sleep", 0.0)[0]
+        done, pending = backend.wait([slow, fast], num_returns=1)
+        assert done == [fast] and pending == [slow], (done, pending)
+        assert backend.get([slow]) == [1.0]
+
+    # an error names the rank and carries the traceback; the worker keeps serving
+    try:
+        backend.get(backend.call(actors[-1:], "fail"))
+    except RemoteError as err:
+        assert f"MPI rank {workers}" in str(err) and "worker failure" in str(err)
+        assert "KeyError" in err.remote_traceback
+    else:
+        raise AssertionError("no RemoteError")
+    assert backend.get(backend.call(actors[-1:], "add", 1)) == [11]
+
+    # a call that takes longer than the timeout is reported, not waited on forever
+    future = backend.call(actors[:1], "sleep", 2.0)[0]
+    try:
+        future.result(timeout=0.2)
+    except WorkerTimeoutError as err:
+        assert "MPI rank(s) [1]" in str(err)
+    else:
+        raise AssertionError("no WorkerTimeoutError")
+
+    # asking for more actors than ranks is a clear error
+    try:
+        backend.spawn(Echo, 0, count=1)
+    except ValueError as err:
+        assert "so 0 free worker rank(s)" in str(err), err
+    else:
+        raise AssertionError("spawn beyond the ranks succeeded")
+
+    # restart re-creates the actor on its rank
+    backend.get(backend.call(actors[:1], "set_weights", {"p": {"w": np.zeros(1)}}))
+    backend.restart(actors[0])
+    assert backend.get(backend.call(actors[:1], "where")) == [(actors[0].rank, 10)]
+
+    backend.shutdown()  # collects the sleeping call's answer, then releases the ranks
+    print("CONTRACT OK", flush=True)
+
+
+if __name__ == "__main__":
+    main()

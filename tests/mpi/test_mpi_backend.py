@@ -1,0 +1,116 @@
+"""The MPI backend, run for real under mpiexec (MPICH from the test extra)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+MPIEXEC = shutil.which("mpiexec")
+
+pytestmark = pytest.mark.skipif(
+    MPIEXEC is None, reason="no mpiexec on PATH (pip install mpich, or load the cluster's MPI)"
+)
+
+
+def run(args: list[str], ranks: int | None, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    prefix = [MPIEXEC, "-n", str(ranks)] if ranks else []
+    return subprocess.run(
+        [*prefix, sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.mark.parametrize("ranks", [3, 2])
+def test_backend_contract(ranks):
+    out = run([str(HERE / "contract_script.py")], ranks)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "CONTRACT OK" in out.stdout
+
+
+@pytest.mark.parametrize("algo", ["PPO", "A3C", "A2C"])
+def test_training_under_mpiexec(algo, tmp_path):
+    out = run([str(HERE / "train_script.py"), algo, "mpi", "3", str(tmp_path / "w.npz")], 3)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"TRAINED {algo} on mpi" in out.stdout and "2 workers" in out.stdout
+
+
+def test_same_weights_on_local_and_mpi(tmp_path):
+    local = run([str(HERE / "train_script.py"), "PPO", "local", "3", str(tmp_path / "l.npz")], 0)
+    assert local.returncode == 0, local.stderr
+    mpi = run([str(HERE / "train_script.py"), "PPO", "mpi", "3", str(tmp_path / "m.npz")], 3)
+    assert mpi.returncode == 0, mpi.stderr
+    a, b = np.load(tmp_path / "l.npz"), np.load(tmp_path / "m.npz")
+    assert set(a.files) == set(b.files)
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_worker_error_ends_the_job_naming_the_rank(tmp_path):
+    start = time.monotonic()
+    out = run([str(HERE / "train_script.py"), "PPO", "mpi", "50", str(tmp_path / "w.npz"), "2"], 3)
+    elapsed = time.monotonic() - start
+    assert out.returncode != 0
+    assert "MPI rank 2" in out.stderr and "env failure on worker" in out.stderr
+    assert elapsed < 60, f"took {elapsed:.0f}s to fail"
+
+
+def test_cli_under_mpiexec_and_without_launcher(tmp_path):
+    args = [
+        "-m",
+        "hpcrl",
+        "train",
+        "--run",
+        "PG",
+        "--env",
+        "CartPole-v1",
+        "--backend",
+        "mpi",
+        "--stop",
+        '{"training_iteration": 2}',
+        "--local-dir",
+        str(tmp_path),
+        "-q",
+        "--config",
+        '{"model": {"fcnet_hiddens": [8]}}',
+    ]
+    out = run(args, 3)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "done: stopped by training_iteration after 2 iterations" in out.stdout
+    params = next(tmp_path.glob("*/*/params.json")).read_text()
+    assert '"num_workers": 2' in params  # size - 1 by default
+    alone = run(args, None)
+    assert alone.returncode == 2 and "needs an MPI launcher" not in alone.stdout
+    assert "found 1 MPI rank" in alone.stderr and "mpiexec -n 3" in alone.stderr
+
+
+def test_more_workers_than_ranks_is_a_clear_error(tmp_path):
+    args = [
+        "-m",
+        "hpcrl",
+        "train",
+        "--run",
+        "PG",
+        "--env",
+        "CartPole-v1",
+        "--backend",
+        "mpi",
+        "--num-workers",
+        "4",
+        "--stop",
+        '{"training_iteration": 1}',
+        "--local-dir",
+        str(tmp_path),
+        "-q",
+    ]
+    out = run(args, 3)
+    assert out.returncode != 0
+    assert "asked for 4 rollout workers but the MPI job has 3 ranks" in out.stderr
+    assert "mpiexec -n 5" in out.stderr

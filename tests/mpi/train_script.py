@@ -1,0 +1,64 @@
+"""Train under mpiexec (or locally) and save the final weights; see test_mpi_backend.py.
+
+Usage: python train_script.py ALGO BACKEND ITERATIONS OUT.npz [FAIL_ON_WORKER]
+"""
+
+from __future__ import annotations
+
+import sys
+
+import gymnasium as gym
+import numpy as np
+
+from hpcrl.algorithms.registry import get_trainer_class
+from hpcrl.env.registry import register_env
+
+
+class FailingCartPole(gym.Wrapper):
+    """CartPole that raises on one worker after a few steps."""
+
+    def __init__(self, context):
+        super().__init__(gym.make("CartPole-v1"))
+        self.fail = context.worker_index == context.get("fail_on_worker", -1)
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.fail and self.steps > 30:
+            raise RuntimeError(f"env failure on worker {self.fail}")
+        return self.env.step(action)
+
+
+def main() -> None:
+    algo, backend, iterations, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    fail_on = int(sys.argv[5]) if len(sys.argv) > 5 else -1
+    register_env("failing_cartpole", FailingCartPole)
+    config = {
+        "backend": backend,
+        "num_workers": 2,
+        "seed": 7,
+        "num_envs_per_worker": 4,
+        "rollout_fragment_length": 32,
+        "model": {"fcnet_hiddens": [32, 32]},
+        "env_config": {"fail_on_worker": fail_on},
+        "num_torch_threads": 1,
+    }
+    if algo == "PPO":
+        config.update(train_batch_size=256, sgd_minibatch_size=64, num_sgd_iter=2)
+    if algo == "A3C":
+        config.update(grads_per_step=10)
+    trainer = get_trainer_class(algo)(config, env="failing_cartpole")
+    for _ in range(iterations):
+        result = trainer.train()
+    weights = trainer.get_weights()["default_policy"]
+    np.savez(out, **weights)
+    print(
+        f"TRAINED {algo} on {backend}: {result['timesteps_total']} steps, "
+        f"{result['num_healthy_workers']} workers",
+        flush=True,
+    )
+    trainer.stop()
+
+
+if __name__ == "__main__":
+    main()
