@@ -45,6 +45,10 @@ LAUNCH_HINT = (
 )
 
 
+def _out_of_band(buffer: Any) -> None:
+    return None
+
+
 class WorkerTimeoutError(RuntimeError):
     """A rank did not answer a call within the backend's timeout."""
 
@@ -60,11 +64,19 @@ def _import_mpi() -> tuple[Any, Any]:
             "mpi4py against the cluster's MPI (see the README, 'Running under MPI'); "
             f"import failed with: {err}"
         ) from err
-    # cloudpickle (a gymnasium dependency) so that lambdas, closures and classes made
-    # at run time (build_torch_policy, with_updates) travel too.
-    # (pkl5 keeps its own Pickle instance.)
+
+    # Plain pickle (fast), falling back to cloudpickle (a gymnasium dependency) for
+    # lambdas, closures and classes made at run time (build_torch_policy, with_updates).
+    # pkl5 keeps its own Pickle instance.
+    def dumps(obj: Any, protocol: int | None = None, buffer_callback: Any = None) -> bytes:
+        try:  # a dry run: arrays stay out-of-band, so nothing large is copied
+            pickle.dumps(obj, protocol, buffer_callback=_out_of_band)
+        except Exception:  # noqa: BLE001 - anything plain pickle cannot do
+            return cloudpickle.dumps(obj, protocol, buffer_callback=buffer_callback)
+        return pickle.dumps(obj, protocol, buffer_callback=buffer_callback)
+
     for pickler in (MPI.pickle, pkl5.pickle):
-        pickler.__init__(cloudpickle.dumps, pickle.loads, 5)
+        pickler.__init__(dumps, pickle.loads, 5)
     return MPI, pkl5
 
 
@@ -146,6 +158,8 @@ class MPIBackend(Backend):
         self._call_ids = itertools.count()
         self._results: dict[int, tuple[bool, Any]] = {}
         self._pending: dict[int, MPIFuture] = {}
+        # Broadcasts answer only if applying the payload failed.
+        self._unanswered: set[int] = set()
         self._closed = False
         _abort_on_uncaught_exception(self.raw_comm)
         atexit.register(self.shutdown)
@@ -191,27 +205,35 @@ class MPIBackend(Backend):
 
     def broadcast(self, actors: Sequence[MPIActor], method: str, payload: Any) -> None:
         """``method(payload)`` on each actor; a dict of arrays (e.g. weights by policy)
-        goes as one ``Bcast`` of one flat buffer, anything else as one pickled ``bcast``."""
+        goes as one ``Bcast`` of one flat buffer, anything else as one pickled ``bcast``.
+
+        Returns once the payload is sent. Each rank runs requests in order, so
+        every later call sees the payload applied; a failure to apply it is
+        raised by the next wait for results.
+        """
         header, buffer = _flatten_arrays(payload)
         targets = {actor.rank for actor in actors}
-        futures = []
         for rank in range(1, self.size):
-            call_id = next(self._call_ids) if rank in targets else -1
-            self.comm.send(("__bcast__", call_id, method, header), dest=rank, tag=TAG_REQUEST)
+            call_id = -1
             if rank in targets:
-                future = MPIFuture(self, call_id, rank, method)
-                self._pending[call_id] = future
-                futures.append(future)
+                call_id = next(self._call_ids)
+                self._pending[call_id] = MPIFuture(self, call_id, rank, method)
+                self._unanswered.add(call_id)
+            self.comm.send(("__bcast__", call_id, method, header), dest=rank, tag=TAG_REQUEST)
         if header is None:
             self.comm.bcast(payload, root=0)
         else:
             self.raw_comm.Bcast(buffer, root=0)
-        self.get(futures)
 
     def kill(self, actor: MPIActor) -> None:
+        """Stop the actor; its rank is free for the next ``spawn``."""
         self.get([self._request(actor.rank, "__stop__", None)])
+        self._actors.remove(actor)
+        self._free_ranks.append(actor.rank)
+        self._free_ranks.sort()
 
     def restart(self, actor: MPIActor) -> MPIActor:
+        """Create the actor anew, from its original arguments, on the same rank."""
         cls, args, kwargs = actor._factory
         self.get([self._request(actor.rank, "__spawn__", (cls, args, kwargs, actor.role))])
         return actor
@@ -222,7 +244,8 @@ class MPIBackend(Backend):
             return
         self._closed = True
         try:
-            self._wait_for(list(self._pending.values()), len(self._pending), 60.0, False)
+            waited = [f for f in self._pending.values() if f.call_id not in self._unanswered]
+            self._wait_for(waited, len(waited), 60.0, False)
         finally:
             for rank in range(1, self.size):
                 self.comm.send(("__shutdown__", -1, None, None), dest=rank, tag=TAG_REQUEST)
@@ -251,6 +274,8 @@ class MPIBackend(Backend):
             if future is not None:
                 where += f" ({future.method})"
             value = RemoteError(where, value, remote_tb)
+            if call_id in self._unanswered:
+                raise value
         self._results[call_id] = (ok, value)
         return True
 
@@ -267,7 +292,7 @@ class MPIBackend(Backend):
     ) -> None:
         timeout = self.timeout_s if timeout is None else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.0
+        backoff = _Backoff()
         while True:
             self._drain()
             if sum(f.call_id in self._results for f in futures) >= num_returns:
@@ -281,10 +306,29 @@ class MPIBackend(Backend):
                     f"{timeout:g}s (calls: {sorted({f.method for f in late})}); "
                     "raise worker_timeout_s if they are just slow"
                 )
-            # Poll rather than block: a blocking MPI receive spins a core that the
-            # workers on this node need. Spin briefly, then back off.
-            time.sleep(pause)
-            pause = min(0.005, pause * 2 + 2e-5)
+            backoff.pause()
+
+
+class _Backoff:
+    """Waiting between polls: yield the core for the first ``spin_s`` seconds
+    (answers usually come fast), then sleep longer and longer, up to ``max_sleep_s``.
+
+    Polling, not a blocking MPI receive: MPI implementations spin a core inside a
+    blocking call, and on a node where ranks share cores the spinning rank slows
+    the ones doing the work.
+    """
+
+    def __init__(self, spin_s: float = 0.002, max_sleep_s: float = 0.002) -> None:
+        self.spin_until = time.monotonic() + spin_s
+        self.max_sleep_s = max_sleep_s
+        self.sleep_s = 5e-5
+
+    def pause(self) -> None:
+        if time.monotonic() < self.spin_until:
+            os.sched_yield()
+            return
+        time.sleep(self.sleep_s)
+        self.sleep_s = min(self.max_sleep_s, self.sleep_s * 2)
 
 
 def serve(comm: Any, raw_comm: Any) -> None:
@@ -322,7 +366,7 @@ class _Server:
         if method == "__bcast__":
             value = self._join_broadcast(header)
             if call_id >= 0:  # this rank's actor is one of the targets
-                self._answer(call_id, lambda: getattr(self.actor, payload)(value))
+                self._answer(call_id, lambda: getattr(self.actor, payload)(value), quiet=True)
         elif method == "__spawn__":
             self._answer(call_id, lambda: self._create(*payload))
         elif method == "__stop__":
@@ -348,10 +392,12 @@ class _Server:
         self.raw_comm.Bcast(buffer, root=0)
         return _unflatten_arrays(header, buffer)
 
-    def _answer(self, call_id: int, fn: Any) -> None:
+    def _answer(self, call_id: int, fn: Any, quiet: bool = False) -> None:
+        """Run ``fn`` and send its result (``quiet``: send only a failure)."""
         try:
             reply = (call_id, True, fn(), None)
-            self.comm.send(reply, dest=0, tag=TAG_RESULT)
+            if not quiet:
+                self.comm.send(reply, dest=0, tag=TAG_RESULT)
         except Exception as err:  # noqa: BLE001 - sent to the driver with its traceback
             reply = (call_id, False, _portable_error(err), traceback.format_exc())
             self.comm.send(reply, dest=0, tag=TAG_RESULT)
@@ -359,15 +405,12 @@ class _Server:
 
 def _next_request(comm: Any) -> tuple:
     """Wait for the driver's next request without spinning a core for long."""
-    pause = 0.0
-    spin_until = time.monotonic() + 0.002
+    backoff = _Backoff(max_sleep_s=0.001)
     while True:
         message = comm.improbe(source=0, tag=TAG_REQUEST)
         if message is not None:
             return message.recv()
-        if time.monotonic() > spin_until:
-            time.sleep(pause)
-            pause = min(0.001, pause * 2 + 1e-5)
+        backoff.pause()
 
 
 def _portable_error(err: BaseException) -> BaseException | str:
@@ -380,28 +423,37 @@ def _portable_error(err: BaseException) -> BaseException | str:
 
 
 def _flatten_arrays(payload: Any) -> tuple[dict[str, Any] | None, np.ndarray | None]:
-    """A dict (of dicts) of numpy arrays as one byte buffer and a header to rebuild it."""
-    leaves: list[tuple[tuple[str, ...], np.ndarray]] = []
-
-    def visit(prefix: tuple[str, ...], value: Any) -> bool:
-        if isinstance(value, dict):
-            return all(visit((*prefix, str(k)), v) for k, v in value.items()) and all(
-                isinstance(k, str) for k in value
-            )
-        if isinstance(value, np.ndarray) and value.dtype != object:
-            leaves.append((prefix, np.ascontiguousarray(value)))
-            return True
-        return False
-
-    if not isinstance(payload, dict) or not visit((), payload) or not leaves:
+    """A dict (of dicts) of numpy arrays as one byte buffer and a header to rebuild it;
+    ``(None, None)`` for any other payload."""
+    if not isinstance(payload, dict):
+        return None, None
+    paths: list[tuple[str, ...]] = []
+    arrays: list[np.ndarray] = []
+    stack: list[tuple[tuple[str, ...], Any]] = [((), payload)]
+    while stack:
+        prefix, node = stack.pop()
+        for key, value in node.items():
+            if not isinstance(key, str):
+                return None, None
+            if isinstance(value, dict):
+                stack.append(((*prefix, key), value))
+            elif isinstance(value, np.ndarray) and value.dtype != object:
+                paths.append((*prefix, key))
+                arrays.append(value)
+            else:
+                return None, None
+    if not arrays:
         return None, None
     entries, offset = [], 0
-    for path, array in leaves:
+    for path, array in zip(paths, arrays):
         entries.append((path, array.dtype.str, array.shape, offset, array.nbytes))
         offset += array.nbytes
-    buffer = np.empty(offset, dtype=np.uint8)
-    for (_, _, _, start, nbytes), (_, array) in zip(entries, leaves):
-        buffer[start : start + nbytes] = array.reshape(-1).view(np.uint8)
+    if len(arrays) == 1 and arrays[0].flags.c_contiguous:
+        buffer = arrays[0].reshape(-1).view(np.uint8)  # no copy needed
+    else:
+        buffer = np.concatenate(
+            [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in arrays]
+        )
     return {"nbytes": offset, "entries": entries}, buffer
 
 

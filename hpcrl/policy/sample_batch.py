@@ -111,6 +111,11 @@ class SampleBatch(dict):
             return terminated.astype(bool)
         return np.logical_or(terminated, truncated)
 
+    def __reduce__(self) -> tuple:
+        # Rebuild from the columns directly: unpickling skips the per-column checks
+        # of __setitem__ (the batch was consistent when pickled).
+        return (_rebuild_sample_batch, (dict(self),))
+
     def copy(self) -> SampleBatch:
         """A deep copy of every column."""
         return SampleBatch({k: v.copy() for k, v in self.items()})
@@ -177,6 +182,12 @@ class SampleBatch(dict):
 
     def size_bytes(self) -> int:
         return int(sum(v.nbytes for v in self.values()))
+
+
+def _rebuild_sample_batch(columns: dict[str, Any]) -> SampleBatch:
+    batch = SampleBatch.__new__(SampleBatch)
+    dict.update(batch, columns)
+    return batch
 
 
 def _fmt(x: Any) -> str:
