@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--run", help="algorithm: PG, A2C, PPO")
+    train.add_argument("--run", help="algorithm: PG, A2C, A3C, PPO")
     train.add_argument(
         "--env",
         help="gymnasium id (CartPole-v1), module:EnvId (imports module first), "
