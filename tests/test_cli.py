@@ -156,3 +156,12 @@ def test_help_lists_flags():
         "-v",
     ):
         assert flag in out.stdout
+
+
+def test_help_names_every_registered_algorithm():
+    from hpcrl.algorithms.registry import ALGORITHMS
+
+    out = run_cli("train", "--help")
+    for name in ALGORITHMS:
+        run_help = out.stdout.split("\n  --run RUN", 1)[1].split("\n  --env", 1)[0]
+        assert name in run_help, name
