@@ -53,28 +53,28 @@ class ActionDistribution:
 
     def logp(self, actions: torch.Tensor) -> torch.Tensor:
         """Log-probability (density) of ``actions``, shape ``[B]``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement logp")
 
     def entropy(self) -> torch.Tensor:
         """Entropy of each distribution, shape ``[B]``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement entropy")
 
     def kl(self, other: ActionDistribution) -> torch.Tensor:
         """KL divergence ``KL(self || other)`` per batch row, shape ``[B]``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement kl")
 
     @classmethod
     def required_model_output_shape(
         cls, action_space: spaces.Space, model_config: dict[str, Any] | None
     ) -> int:
         """Number of model outputs this distribution needs for ``action_space``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{cls.__name__} must implement required_model_output_shape")
 
     def _sample(self, generator: torch.Generator | None) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _sample")
 
     def _deterministic_sample(self) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _deterministic_sample")
 
 
 class Categorical(ActionDistribution):
