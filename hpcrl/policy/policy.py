@@ -21,7 +21,9 @@ class Policy:
     scripted or random policy): implement ``compute_actions`` and, if it
     learns, ``compute_gradients``/``apply_gradients`` (or ``learn_on_batch``)
     and ``get_weights``/``set_weights``. ``TorchPolicy`` implements all of it
-    for torch models.
+    for torch models. A policy that does not learn but runs in a Trainer
+    overrides ``learn_on_batch`` to return ``{}`` (the default asks for
+    gradients and says the policy does not learn).
 
     Every batch argument is a batch over environments: ``compute_actions`` is
     called once per vector step for all envs of a worker.
