@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from hpcrl.algorithms.config import with_common_config
-from hpcrl.algorithms.pg import make_sync_optimizer, postprocess_returns
+from hpcrl.algorithms.pg import postprocess_returns
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing
 from hpcrl.policy.policy_template import build_torch_policy
@@ -89,7 +89,6 @@ ActionProbPG = build_trainer(
     "ActionProbPG",
     ActionProbPolicy,
     default_config=DEFAULT_CONFIG,
-    make_policy_optimizer=make_sync_optimizer,
 )
 
 

@@ -13,7 +13,6 @@ import torch
 
 from hpcrl.algorithms.actor_critic import explained_variance, vf_preds_fetches
 from hpcrl.algorithms.config import with_common_config
-from hpcrl.algorithms.pg import make_sync_optimizer
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing, compute_gae_for_sample_batch
 from hpcrl.policy.policy_template import build_torch_policy
@@ -81,6 +80,5 @@ A2CTrainer = build_trainer(
     "A2C",
     A2CTorchPolicy,
     default_config=DEFAULT_CONFIG,
-    make_policy_optimizer=make_sync_optimizer,
     validate_config=validate_config,
 )

@@ -14,7 +14,6 @@ import torch
 from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing, compute_advantages
-from hpcrl.optimizers import SyncSamplesOptimizer
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -54,17 +53,8 @@ PGTorchPolicy = build_torch_policy(
 )
 
 
-def make_sync_optimizer(workers, config: dict[str, Any]) -> SyncSamplesOptimizer:
-    """SyncSamplesOptimizer over ``train_batch_size``, standardising advantages if asked."""
-    fields = (Postprocessing.ADVANTAGES,) if config.get("standardize_advantages") else ()
-    return SyncSamplesOptimizer(
-        workers, train_batch_size=config["train_batch_size"], standardize_fields=fields
-    )
-
-
 PGTrainer = build_trainer(
     "PG",
     PGTorchPolicy,
     default_config=DEFAULT_CONFIG,
-    make_policy_optimizer=make_sync_optimizer,
 )

@@ -20,7 +20,6 @@ from hpcrl.algorithms.actor_critic import explained_variance, vf_preds_fetches
 from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing, compute_gae_for_sample_batch
-from hpcrl.optimizers import SyncSamplesOptimizer
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, SampleBatch
 from hpcrl.policy.schedules import LearningRateSchedule
@@ -149,17 +148,6 @@ def validate_config(config: dict[str, Any]) -> None:
         )
 
 
-def make_ppo_optimizer(workers, config: dict[str, Any]) -> SyncSamplesOptimizer:
-    fields = (Postprocessing.ADVANTAGES,) if config["standardize_advantages"] else ()
-    return SyncSamplesOptimizer(
-        workers,
-        train_batch_size=config["train_batch_size"],
-        num_sgd_iter=config["num_sgd_iter"],
-        sgd_minibatch_size=config["sgd_minibatch_size"],
-        standardize_fields=fields,
-    )
-
-
 def update_kl(trainer, fetches: dict[str, Any]) -> None:
     """Adapt the KL coefficient from the step's mean KL (``after_optimizer_step``)."""
     stats = fetches.get(DEFAULT_POLICY_ID, {})
@@ -172,7 +160,6 @@ PPOTrainer = build_trainer(
     "PPO",
     PPOTorchPolicy,
     default_config=DEFAULT_CONFIG,
-    make_policy_optimizer=make_ppo_optimizer,
     validate_config=validate_config,
     after_optimizer_step=update_kl,
 )

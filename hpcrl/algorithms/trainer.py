@@ -10,6 +10,7 @@ import numpy as np
 from hpcrl.algorithms.config import COMMON_CONFIG, merge_config
 from hpcrl.env.registry import resolve_env_creator
 from hpcrl.evaluation.metrics import MetricsWindow
+from hpcrl.evaluation.postprocessing import Postprocessing
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
 from hpcrl.optimizers.sync_samples_optimizer import SyncSamplesOptimizer
@@ -47,7 +48,8 @@ class Trainer:
 
     Example:
         >>> from hpcrl.algorithms.pg import PGTrainer
-        >>> trainer = PGTrainer({"rollout_fragment_length": 100}, env="CartPole-v1")
+        >>> trainer = PGTrainer({"num_envs_per_worker": 1, "rollout_fragment_length": 100,
+        ...                      "train_batch_size": 200}, env="CartPole-v1")
         >>> result = trainer.train()
         >>> result["timesteps_total"]
         200
@@ -92,7 +94,17 @@ class Trainer:
         return self._policy
 
     def make_policy_optimizer(self, workers: WorkerSet, config: dict[str, Any]) -> PolicyOptimizer:
-        return SyncSamplesOptimizer(workers, train_batch_size=config["train_batch_size"])
+        """``SyncSamplesOptimizer`` over ``train_batch_size`` rows, with the config's
+        ``num_sgd_iter``, ``sgd_minibatch_size`` and ``standardize_advantages`` where
+        the algorithm has them (one whole-batch step, no scaling otherwise)."""
+        fields = (Postprocessing.ADVANTAGES,) if config.get("standardize_advantages") else ()
+        return SyncSamplesOptimizer(
+            workers,
+            train_batch_size=config["train_batch_size"],
+            num_sgd_iter=config.get("num_sgd_iter", 1),
+            sgd_minibatch_size=config.get("sgd_minibatch_size", 0),
+            standardize_fields=fields,
+        )
 
     def before_init(self) -> None:
         """Called after the config is checked, before workers are made."""
@@ -144,12 +156,7 @@ class Trainer:
         return result
 
     def _update_global_vars(self) -> None:
-        global_vars = {"timestep": self.optimizer.num_steps_sampled}
-        self.workers.local_worker().set_global_vars(global_vars)
-        remote = self.workers.remote_workers()
-        if remote:
-            backend = self.workers.backend
-            backend.get(backend.call(remote, "set_global_vars", global_vars))
+        self.workers.set_global_vars({"timestep": self.optimizer.num_steps_sampled})
 
     def _collect_worker_metrics(self) -> list[dict[str, Any]]:
         remote = self.workers.remote_workers()

@@ -34,7 +34,9 @@ def build_trainer(
         get_policy_class: ``f(config)`` returning another policy class, or None
             for ``default_policy``.
         make_policy_optimizer: ``f(workers, config) -> PolicyOptimizer``
-            (default: ``SyncSamplesOptimizer`` with ``train_batch_size``).
+            (default: ``Trainer.make_policy_optimizer``, a ``SyncSamplesOptimizer``
+            configured from ``train_batch_size``, ``num_sgd_iter``,
+            ``sgd_minibatch_size`` and ``standardize_advantages``).
         validate_config: ``f(config)``; raise ValueError for bad combinations.
         before_init, after_init, before_train_step: ``f(trainer)``.
         after_optimizer_step: ``f(trainer, fetches)`` after every optimizer step.

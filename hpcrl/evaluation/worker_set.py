@@ -81,14 +81,16 @@ class WorkerSet:
     def remote_workers(self) -> list[Any]:
         return list(self._remote)
 
-    def sync_weights(self, global_vars: dict[str, Any] | None = None) -> None:
-        """Send the local worker's weights (and global vars) to every remote worker."""
-        if global_vars:
-            self._local.set_global_vars(global_vars)
+    def sync_weights(self) -> None:
+        """Send the local worker's weights to every remote worker."""
         if self._remote:
             self.backend.broadcast(self._remote, "set_weights", self._local.get_weights())
-            if global_vars:
-                self.backend.get(self.backend.call(self._remote, "set_global_vars", global_vars))
+
+    def set_global_vars(self, global_vars: dict[str, Any]) -> None:
+        """``set_global_vars`` (e.g. ``{"timestep": N}``) on every worker's policies."""
+        self._local.set_global_vars(global_vars)
+        if self._remote:
+            self.backend.get(self.backend.call(self._remote, "set_global_vars", global_vars))
 
     def foreach_worker(self, func: Callable[[Any], Any]) -> list[Any]:
         """``func(worker)`` on the local worker and then each remote one."""

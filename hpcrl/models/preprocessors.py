@@ -47,7 +47,7 @@ class Preprocessor:
         Returns:
             A float32 array of shape ``[B, size]``.
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement transform")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(space={self.space}, size={self.size})"

@@ -50,8 +50,10 @@ class PolicyOptimizer:
 
         Example:
             >>> from hpcrl.algorithms.pg import PGTorchPolicy
-            >>> opt = SyncSamplesOptimizer.make("CartPole-v1", PGTorchPolicy, num_workers=2,
-            ...                                 worker_config={"rollout_fragment_length": 50})
+            >>> from hpcrl.optimizers import SyncSamplesOptimizer
+            >>> opt = SyncSamplesOptimizer.make(
+            ...     "CartPole-v1", PGTorchPolicy, num_workers=2,
+            ...     worker_config={"num_envs_per_worker": 1, "rollout_fragment_length": 50})
             >>> stats = opt.step()
             >>> opt.num_steps_sampled
             100
