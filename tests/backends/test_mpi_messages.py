@@ -1,0 +1,65 @@
+"""The MPI backend's message format: one byte array per message, arrays outside pickle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpcrl.backends.mpi import _pack, _unpack
+from hpcrl.policy.sample_batch import SampleBatch
+
+
+def round_trip(obj):
+    message = _pack(obj)
+    assert message.dtype == np.uint8 and message.ndim == 1
+    return _unpack(message)
+
+
+def test_sample_batch_columns_come_back_equal_writable_and_aligned():
+    batch = SampleBatch(
+        {
+            "obs": np.arange(24, dtype=np.float32).reshape(6, 4),
+            "actions": np.array([0, 1, 1, 0, 1, 0]),
+            "terminateds": np.array([False] * 5 + [True]),
+        }
+    )
+    call_id, ok, value, remote_tb = round_trip((7, True, batch, None))
+    assert (call_id, ok, remote_tb) == (7, True, None)
+    assert isinstance(value, SampleBatch)
+    for key in batch:
+        assert value[key].dtype == batch[key].dtype
+        np.testing.assert_array_equal(value[key], batch[key])
+        assert value[key].flags.writeable
+        assert value[key].flags.aligned
+
+
+def test_arrays_are_not_copied_through_the_pickle_stream():
+    big = np.full(100_000, 3.0)
+    message = _pack({"w": big})
+    stream_size = int(message[8:16].view(np.int64)[0])
+    assert stream_size < 1_000  # the stream holds dtype and shape only
+    np.testing.assert_array_equal(_unpack(message)["w"], big)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12).reshape(3, 4)[:, ::2],  # not contiguous
+        np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        np.zeros((0, 3), dtype=np.float32),
+        np.array(5, dtype=np.int16),  # 0-d
+        np.array(["a", "bc"]),
+    ],
+)
+def test_any_numeric_layout_round_trips(array):
+    out = round_trip([array])[0]
+    assert out.dtype == array.dtype and out.shape == array.shape
+    np.testing.assert_array_equal(out, array)
+
+
+def test_objects_pickle_cannot_handle_go_through_cloudpickle():
+    offset = 10
+    payload = {"fn": lambda x: x + offset, "objects": np.array([{"a": 1}], dtype=object)}
+    out = round_trip(payload)
+    assert out["fn"](1) == 11
+    assert out["objects"][0] == {"a": 1}
