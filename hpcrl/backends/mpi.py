@@ -32,7 +32,9 @@ import io
 import itertools
 import os
 import pickle
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -439,6 +441,7 @@ def serve(comm: Any) -> None:
     Exceptions of the actor go back to rank 0; anything else that goes wrong
     here ends the whole job (``Abort``) rather than leave rank 0 waiting.
     """
+    _leave_preemption_signals_to_the_driver()
     server = _Server(comm)
     status = _import_mpi().Status()
     try:
@@ -451,6 +454,24 @@ def serve(comm: Any) -> None:
         sys.stderr.flush()
         time.sleep(0.2)
         comm.Abort(1)
+
+
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+def _leave_preemption_signals_to_the_driver() -> None:
+    """Worker ranks ignore SIGTERM and SIGUSR1.
+
+    ``srun`` and Slurm's ``--signal`` deliver them to every task of a step, and
+    MPICH's ``mpiexec`` forwards SIGUSR1 to every rank. The driver on rank 0
+    answers them by finishing its step and writing a checkpoint, which needs the
+    workers to go on serving until it shuts them down; a worker that died of the
+    signal would end the job first. The launcher can still end a rank by SIGKILL.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in PREEMPTION_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class _Server:

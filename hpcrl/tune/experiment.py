@@ -80,7 +80,7 @@ class Experiment:
         local_dir: str = DEFAULT_LOCAL_DIR,
         verbose: int = 1,
         stream: TextIO | None = None,
-        status_prefix: str = "",
+        status_prefix: str | None = None,
         on_result: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         trainer_class = get_trainer_class(run)

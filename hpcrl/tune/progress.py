@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 
@@ -36,15 +38,45 @@ def format_status(result: dict[str, Any], stop: dict[str, float], bar_width: int
     return " | ".join(parts)
 
 
+def slurm_prefix(environ: Mapping[str, str] | None = None) -> str:
+    """``"[slurm job J task T] "`` inside a Slurm job (``J`` is ``ARRAYJOB_TASK`` for a
+    job array task, with ``.STEP`` inside a job step), else ``""``.
+
+    Example:
+        >>> slurm_prefix({"SLURM_JOB_ID": "42", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0"})
+        '[slurm job 42.0 task 0] '
+        >>> slurm_prefix({"SLURM_JOB_ID": "43", "SLURM_ARRAY_JOB_ID": "40",
+        ...               "SLURM_ARRAY_TASK_ID": "3"})
+        '[slurm job 40_3 task 0] '
+        >>> slurm_prefix({})
+        ''
+    """
+    env = os.environ if environ is None else environ
+    if "SLURM_JOB_ID" not in env:
+        return ""
+    job = env["SLURM_JOB_ID"]
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if "SLURM_STEP_ID" in env:
+        job += f".{env['SLURM_STEP_ID']}"
+    return f"[slurm job {job} task {env.get('SLURM_PROCID', '0')}] "
+
+
 class StatusReporter:
     """Shows each result: rewritten in place on a terminal, else a plain line at
     most every ``interval_s`` seconds (and always the last one).
+
+    Inside a Slurm job the lines are always plain, each starting with the job and
+    task ids (``slurm_prefix``): a job's output goes to a log file, even where
+    ``srun --pty`` makes it look like a terminal.
 
     Args:
         stop: the stop criteria (for the progress bar).
         stream: where to write (stderr by default).
         interval_s: minimum seconds between plain lines.
-        prefix: text before every plain line (e.g. Slurm job and task ids).
+        prefix: text before every plain line (default: ``slurm_prefix()``).
+        environ: the environment to read Slurm's variables from (default
+            ``os.environ``).
     """
 
     def __init__(
@@ -52,13 +84,15 @@ class StatusReporter:
         stop: dict[str, float],
         stream: TextIO | None = None,
         interval_s: float = 5.0,
-        prefix: str = "",
+        prefix: str | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.stop = stop
         self.stream = stream if stream is not None else sys.stderr
-        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        slurm = slurm_prefix(environ)
+        self.live = not slurm and bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval_s = interval_s
-        self.prefix = prefix
+        self.prefix = slurm if prefix is None else prefix
         self._last_line = -math.inf
         self._pending: str | None = None
 

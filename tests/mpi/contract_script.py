@@ -7,6 +7,8 @@ Every rank runs this script; ranks other than 0 serve actors inside
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import numpy as np
@@ -41,6 +43,15 @@ class Echo:
         time.sleep(seconds)
         return seconds
 
+    def set_note(self, note: object) -> None:
+        self.note = note
+
+    def get_note(self) -> object:
+        return self.note
+
+    def pid(self) -> int:
+        return os.getpid()
+
     def fail(self) -> None:
         raise KeyError("worker failure")
 
@@ -63,10 +74,22 @@ def main() -> None:
     weights = {"p": {"w": np.ones((3, 4), np.float32), "b": np.arange(5, dtype=np.int64)}}
     backend.broadcast(actors, "set_weights", weights)
     assert backend.get(backend.call(actors, "checksum")) == [22.0] * workers
-    # to a subset, and a non-array payload
+    # to a subset
     backend.broadcast(actors[:1], "set_weights", {"p": {"w": np.zeros(2)}})
     sums = backend.get(backend.call(actors, "checksum"))
     assert sums[0] == 0.0 and sums[1:] == [22.0] * (workers - 1), sums
+    # a payload that is not a dict of arrays goes pickled, in one Bcast
+    note = {"lr": 0.1, "ids": [1, 2], "table": np.arange(3)}
+    backend.broadcast(actors, "set_note", note)
+    for got in backend.get(backend.call(actors, "get_note")):
+        assert got["lr"] == 0.1 and got["ids"] == [1, 2] and got["table"].tolist() == [0, 1, 2]
+
+    # worker ranks leave SIGTERM and SIGUSR1 (Slurm's warnings) to the driver
+    for pid in backend.get(backend.call(actors, "pid")):
+        os.kill(pid, signal.SIGUSR1)
+        os.kill(pid, signal.SIGTERM)
+    time.sleep(0.2)
+    assert backend.get(backend.call(actors, "add", 0)) == [10] * workers
 
     # wait for any: the fast one comes back first
     if workers >= 2:

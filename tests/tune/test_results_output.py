@@ -61,7 +61,7 @@ class Terminal(io.StringIO):
 
 def test_live_line_on_a_terminal_plain_lines_elsewhere():
     terminal = Terminal()
-    reporter = StatusReporter({"timesteps_total": 8000}, stream=terminal)
+    reporter = StatusReporter({"timesteps_total": 8000}, stream=terminal, environ={})
     reporter.report(RESULT)
     reporter.report({**RESULT, "training_iteration": 3})
     reporter.close()
@@ -77,3 +77,13 @@ def test_live_line_on_a_terminal_plain_lines_elsewhere():
     lines = log.getvalue().splitlines()
     # the first line, then (throttled) only the last one
     assert [line.split(" | ")[0] for line in lines] == ["[job 7] iter 1", "[job 7] iter 4"]
+
+
+def test_plain_lines_with_job_and_task_ids_under_slurm_even_on_a_terminal():
+    terminal = Terminal()
+    slurm = {"SLURM_JOB_ID": "12", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0"}
+    reporter = StatusReporter({}, stream=terminal, environ=slurm)
+    reporter.report(RESULT)
+    reporter.close()
+    assert "\r" not in terminal.getvalue()
+    assert terminal.getvalue().startswith("[slurm job 12.0 task 0] iter ")
