@@ -66,7 +66,11 @@ def _memory_mb() -> int:
 
 
 def write_config(workdir: Path) -> Path:
-    """A slurm.conf for one node (this machine) that small multi-task jobs fit on."""
+    """A slurm.conf for one node (this machine) that small multi-task jobs fit on.
+
+    ``cred_expire=10``: a requeued job waits this long before it may start again
+    (Slurm's default is 120 s), which would dominate the preemption test.
+    """
     host = socket.gethostname()
     for sub in ("state", "spool", "log"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -78,6 +82,7 @@ SlurmctldHost={host}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -178,13 +183,18 @@ class LocalSlurm:
             fields[key] = value
         return fields
 
-    def wait(self, job_id: str, timeout: float = 600, states: tuple = ()) -> dict[str, str]:
-        """Wait until the job is finished (or in one of ``states``); its fields."""
+    def scancel(self, *args: str) -> None:
+        out = _run(["scancel", *args], env=self.env)
+        assert out.returncode == 0, out.stderr
+
+    def wait(self, job_id: str, timeout: float = 600, restarts: int = 0) -> dict[str, str]:
+        """Wait until the job has finished after ``restarts`` requeues; its fields."""
         finished = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
         deadline = time.monotonic() + timeout
         while True:
             fields = self.job(job_id)
-            if fields.get("JobState") in (set(states) or finished):
+            done = fields.get("JobState") in finished
+            if done and int(fields.get("Restarts", 0)) >= restarts:
                 return fields
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {fields.get('JobState')}: {fields}")
