@@ -33,6 +33,7 @@ import itertools
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 import time
@@ -42,7 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from hpcrl.backends.base import Backend, Future, RemoteError
+from hpcrl.backends.base import (
+    Backend,
+    Future,
+    RemoteError,
+    WorkerTimeoutError,
+    picklable_error,
+)
 
 TAG_REQUEST = 11
 TAG_RESULT = 12
@@ -56,10 +63,6 @@ LAUNCH_HINT = (
 
 def _out_of_band(buffer: Any) -> None:
     return None
-
-
-class WorkerTimeoutError(RuntimeError):
-    """A rank did not answer a call within the backend's timeout."""
 
 
 def _import_mpi() -> Any:
@@ -127,6 +130,10 @@ def _dumps(obj: Any) -> tuple[bytes, list[np.ndarray]]:
 _ALIGN = 16  # arrays start at multiples of this in a message (numpy aligns to 16)
 
 
+def _refuse_buffer(buffer: pickle.PickleBuffer) -> None:
+    raise ValueError("an out-of-band buffer: take the array path")
+
+
 def _pack(obj: Any) -> np.ndarray:
     """``obj`` as one byte array, so that a message is a single MPI message: a table
     of part sizes, the pickle stream, then the bytes of each numpy array in it.
@@ -138,6 +145,11 @@ def _pack(obj: Any) -> np.ndarray:
     numpy's own protocol-5 reduction; together they dominate for sample batches
     of a few columns.
     """
+    try:  # most requests hold no array: then plain pickle is all it takes
+        stream = pickle.dumps(obj, 5, buffer_callback=_refuse_buffer)
+        return np.frombuffer(struct.pack("qq", 0, len(stream)) + stream, dtype=np.uint8)
+    except Exception:  # noqa: BLE001 - arrays, or something only cloudpickle can do
+        pass
     stream, arrays = _dumps(obj)
     arrays = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
     sizes = np.array([len(arrays), len(stream), *(a.nbytes for a in arrays)], dtype=np.int64)
@@ -157,6 +169,8 @@ def _pack(obj: Any) -> np.ndarray:
 def _unpack(message: np.ndarray) -> Any:
     """The object ``_pack`` made; its arrays are views into ``message`` (no copy)."""
     count = int(message[:8].view(np.int64)[0])
+    if count == 0:
+        return pickle.loads(message[16:])
     sizes = message[8 : 8 * (count + 2)].view(np.int64).tolist()
     offset = 8 * (count + 2)
     stream = message[offset : offset + sizes[0]]
@@ -522,7 +536,7 @@ class _Server:
             if not quiet:
                 _send(self.comm, reply, 0, TAG_RESULT)
         except Exception as err:  # noqa: BLE001 - sent to the driver with its traceback
-            reply = (call_id, False, _portable_error(err), traceback.format_exc())
+            reply = (call_id, False, picklable_error(err), traceback.format_exc())
             _send(self.comm, reply, 0, TAG_RESULT)
 
 
@@ -534,15 +548,6 @@ def _next_request(comm: Any, status: Any) -> tuple:
         if found:
             return message
         backoff.pause()
-
-
-def _portable_error(err: BaseException) -> BaseException | str:
-    """The exception if it pickles, else its repr."""
-    try:
-        pickle.dumps(err)
-        return err
-    except Exception:  # noqa: BLE001
-        return repr(err)
 
 
 def _flatten_arrays(payload: Any) -> tuple[dict[str, Any] | None, np.ndarray | None]:

@@ -63,3 +63,10 @@ def test_objects_pickle_cannot_handle_go_through_cloudpickle():
     out = round_trip(payload)
     assert out["fn"](1) == 11
     assert out["objects"][0] == {"a": 1}
+
+
+def test_a_request_without_arrays_is_plain_pickle():
+    request = ("sample", 3, ((), {"explore": True}), None)
+    message = _pack(request)
+    assert int(message[:8].view(np.int64)[0]) == 0  # no array part
+    assert round_trip(request) == request
