@@ -11,6 +11,7 @@ it started. ``Unavailable`` says why the machine cannot run Slurm.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -70,6 +71,9 @@ def write_config(workdir: Path) -> Path:
 
     ``cred_expire=10``: a requeued job waits this long before it may start again
     (Slurm's default is 120 s), which would dominate the preemption test.
+    ``FirstJobId`` is random: MPICH names its shared-memory segments after the
+    job and step, and a killed MPI job leaves them behind in /dev/shm, where a
+    later cluster numbering its jobs from 1 again would collide with them.
     """
     host = socket.gethostname()
     for sub in ("state", "spool", "log"):
@@ -78,6 +82,7 @@ def write_config(workdir: Path) -> Path:
     conf.write_text(
         f"""\
 ClusterName=hpcrltest
+FirstJobId={random.randint(1_000, 60_000_000)}
 SlurmctldHost={host}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root

@@ -15,22 +15,38 @@ SLURM_DIR = ROOT / "slurm"
 TUNED = str(ROOT / "examples" / "tuned" / "cartpole-ppo.yaml")
 
 
-def submit(slurm, tmp_path: Path, script: str, *args: str, options: tuple = ()) -> str:
+def submit(slurm, tmp_path: Path, script: str, iterations: int, *options: str, args=()) -> str:
+    """``sbatch [options] slurm/<script> -f <tuned PPO> --stop <iterations> [args]``."""
     slurm.env["HPCRL_SLURM_DIR"] = str(SLURM_DIR)
     slurm.env["OMP_NUM_THREADS"] = "1"
+    stop = json.dumps({"training_iteration": iterations})
     return slurm.sbatch(
         "--overcommit",
         f"--output={tmp_path}/%x-%j.out",
         *options,
         str(SLURM_DIR / script),
-        *args,
+        *("-f", TUNED, "--stop", stop, *args),
         cwd=tmp_path,
     )
 
 
+def run_to_completion(slurm, tmp_path: Path, script: str, iterations: int, *options: str):
+    """Submit, wait, check the job completed with every iteration in its one trial;
+    ``(job id, trial directory, job output)``."""
+    job = submit(slurm, tmp_path, script, iterations, *options)
+    fields = slurm.wait(job, timeout=300)
+    log = job_output(tmp_path)
+    assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", log
+    name = slurm.job(job)["JobName"]
+    trial = one_trial(tmp_path / "hpcrl_results" / f"{name}-{job}")
+    assert [r["training_iteration"] for r in results(trial)] == list(range(1, iterations + 1))
+    return job, trial, log
+
+
 def results(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The lines of ``trial_dir/result.json`` so far (``trial_dir`` may be a glob)."""
+    paths = list(trial_dir.parent.glob(f"{trial_dir.name}/result.json"))
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
 
 
 def one_trial(experiment_dir: Path) -> Path:
@@ -44,37 +60,14 @@ def job_output(tmp_path: Path) -> str:
 
 
 def test_mpi_job_trains_and_logs_plain_lines_with_job_ids(slurm, tmp_path):
-    job = submit(
-        slurm,
-        tmp_path,
-        "mpi_job.sbatch",
-        "-f",
-        TUNED,
-        "--stop",
-        '{"training_iteration": 3}',
-        options=("--ntasks=3",),
-    )
-    fields = slurm.wait(job, timeout=300)
-    log = job_output(tmp_path)
-    assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", log
-    trial = one_trial(tmp_path / "hpcrl_results" / f"hpcrl-mpi-{job}")
-    assert [r["training_iteration"] for r in results(trial)] == [1, 2, 3]
+    job, trial, log = run_to_completion(slurm, tmp_path, "mpi_job.sbatch", 3, "--ntasks=3")
     assert json.loads((trial / "params.json").read_text())["num_workers"] == 2
     assert f"[slurm job {job}.0 task 0] iter 3" in log, log
     assert "\r" not in log
 
 
 def test_sweep_array_runs_one_trial_per_task_under_one_experiment(slurm, tmp_path):
-    job = submit(
-        slurm,
-        tmp_path,
-        "sweep_array.sbatch",
-        "-f",
-        TUNED,
-        "--stop",
-        '{"training_iteration": 2}',
-        options=("--array=0-1",),
-    )
+    job = submit(slurm, tmp_path, "sweep_array.sbatch", 2, "--array=0-1")
     for task in (0, 1):
         fields = slurm.wait(f"{job}_{task}", timeout=300)
         assert fields["JobState"] == "COMPLETED", job_output(tmp_path)
@@ -91,43 +84,27 @@ def test_sweep_array_runs_one_trial_per_task_under_one_experiment(slurm, tmp_pat
 
 
 def test_dask_job_trains_on_a_dask_cluster_inside_the_allocation(slurm, tmp_path):
-    job = submit(
-        slurm,
-        tmp_path,
-        "dask_job.sbatch",
-        "-f",
-        TUNED,
-        "--stop",
-        '{"training_iteration": 2}',
-        options=("--ntasks=3",),
-    )
-    fields = slurm.wait(job, timeout=300)
-    log = job_output(tmp_path)
-    assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", log
-    trial = one_trial(tmp_path / "hpcrl_results" / f"hpcrl-dask-{job}")
-    assert [r["training_iteration"] for r in results(trial)] == [1, 2]
+    _, trial, log = run_to_completion(slurm, tmp_path, "dask_job.sbatch", 2, "--ntasks=3")
     assert results(trial)[-1]["num_healthy_workers"] == 2
     assert "Dask scheduler at tcp://" in log
     assert not list(tmp_path.glob(".hpcrl-dask-*.json"))  # cleaned up
 
 
+def test_gpu_learner_job_falls_back_to_cpu_learners_over_gloo(slurm, tmp_path):
+    _, trial, log = run_to_completion(slurm, tmp_path, "gpu_learners.sbatch", 2, "--ntasks=4")
+    assert "driver, 1 rollout workers, 2 CPU learners over gloo" in log
+    params = json.loads((trial / "params.json").read_text())
+    assert (params["num_learners"], params["num_workers"]) == (2, 1)
+
+
 def test_preempted_mpi_job_checkpoints_requeues_resumes_and_finishes(slurm, tmp_path):
     iterations = 12
-    job = submit(
-        slurm,
-        tmp_path,
-        "mpi_job.sbatch",
-        "-f",
-        TUNED,
-        "--stop",
-        json.dumps({"training_iteration": iterations}),
-        "--checkpoint-freq",
-        "1000",  # only the preemption and the end write checkpoints
-        options=("--ntasks=3",),
-    )
+    # only the preemption and the end write checkpoints
+    args = ("--checkpoint-freq", "1000")
+    job = submit(slurm, tmp_path, "mpi_job.sbatch", iterations, "--ntasks=3", args=args)
     experiment = tmp_path / "hpcrl_results" / f"hpcrl-mpi-{job}"
     deadline = time.monotonic() + 240
-    while not (experiment.exists() and len(results(one_trial(experiment))) >= 3):
+    while len(results(experiment / "*")) < 3:
         assert time.monotonic() < deadline, job_output(tmp_path)
         assert slurm.job(job)["JobState"] in ("PENDING", "RUNNING"), job_output(tmp_path)
         time.sleep(0.2)
