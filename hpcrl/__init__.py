@@ -38,6 +38,7 @@ _EXPORTS = {
     "A2CTrainer": "hpcrl.algorithms.a2c",
     "A3CTrainer": "hpcrl.algorithms.a3c",
     "PPOTrainer": "hpcrl.algorithms.ppo",
+    "BCTrainer": "hpcrl.algorithms.bc",
     "get_trainer_class": "hpcrl.algorithms.registry",
 }
 

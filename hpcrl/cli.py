@@ -20,6 +20,10 @@ examples:
 Settings given as flags override the same settings in the -f file; --config
 is merged over the file's config. Training stops when any stop criterion is
 reached (result[key] >= value).
+
+On SIGTERM or SIGUSR1 the current iteration finishes, a checkpoint is
+written, and hpcrl exits with code 75 (EX_TEMPFAIL); the same command with
+--resume continues from the newest complete checkpoint.
 """
 
 
@@ -41,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--run", help="algorithm: PG, A2C, A3C, PPO")
+    train.add_argument("--run", help="algorithm: PG, A2C, A3C, PPO, BC")
     train.add_argument(
         "--env",
         help="gymnasium id (CartPole-v1), module:EnvId (imports module first), "
@@ -56,9 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-f", "--config-file", help="YAML experiment file")
     train.add_argument("--num-workers", type=int, help="remote rollout workers")
     train.add_argument(
+        "--num-learners",
+        type=int,
+        help="data-parallel learners over torch.distributed (default 1: the driver learns)",
+    )
+    train.add_argument(
+        "--num-gpus-per-learner",
+        type=int,
+        choices=[0, 1],
+        help="1: each learner on a GPU of its node (NCCL); 0: CPU learners (gloo)",
+    )
+    train.add_argument(
         "--backend",
-        choices=["local", "mpi"],
-        help="where workers run: local (this process) or mpi (ranks of mpiexec/srun)",
+        choices=["local", "mpi", "dask"],
+        help="where workers run: local (this process), mpi (ranks of mpiexec/srun) or "
+        "dask (Dask actors; a local cluster unless --dask-address is given)",
+    )
+    train.add_argument(
+        "--dask-address",
+        metavar="ADDRESS",
+        help="scheduler of a running Dask cluster to join, e.g. tcp://head:8786 "
+        "(implies --backend dask; the cluster is left running)",
     )
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument(
@@ -75,7 +97,53 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "-q", "--quiet", action="store_true", help="no status display, only the final summary"
     )
+    _add_checkpoint_flags(train)
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="play episodes with the policy of a checkpoint and print the mean return",
+        description="Play episodes with the policy of a checkpoint (of Trainer.save, "
+        "hpcrl train --checkpoint-*, or Policy.export_checkpoint) and print their returns.",
+    )
+    evaluate.add_argument("checkpoint", help="checkpoint directory")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes (default: 10)")
+    evaluate.add_argument("--env", help="env to play on (default: the checkpoint's config)")
+    evaluate.add_argument("--seed", type=int, help="seed of the episodes' envs")
+    evaluate.add_argument(
+        "--explore", action="store_true", help="sample actions (default: the most likely action)"
+    )
+    evaluate.add_argument(
+        "--policy-id", help="policy of a trainer checkpoint (default: the only one)"
+    )
     return parser
+
+
+def _add_checkpoint_flags(train: argparse.ArgumentParser) -> None:
+    train.add_argument(
+        "--checkpoint-freq",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write a checkpoint every N iterations (default: 0, never)",
+    )
+    train.add_argument(
+        "--checkpoint-at-end", action="store_true", help="write a checkpoint when training stops"
+    )
+    train.add_argument(
+        "--keep-checkpoints-num",
+        type=int,
+        metavar="N",
+        help="keep only the newest N checkpoints (default: all)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the experiment's trial (--local-dir/--name, and --trial-name if "
+        "given) from its newest complete checkpoint; a finished trial is left as it is, "
+        "and without a trial a new one starts",
+    )
+    train.add_argument(
+        "--trial-name", help="trial directory name (default: <run>_<env>_<date>_<time>)"
+    )
 
 
 def _parse_json(text: str | None, flag: str) -> dict[str, Any]:
@@ -143,11 +211,22 @@ def resolve_train_args(args: argparse.Namespace) -> dict[str, Any]:
     env = args.env or spec.get("env") or config.get("env")
     if not run:
         raise UsageError("no algorithm: give --run (e.g. --run PPO) or 'run' in the -f file")
-    if not env:
+    if not env and not config.get("input"):
         raise UsageError("no env: give --env (e.g. --env CartPole-v1) or 'env' in the -f file")
-    config["env"] = env
-    for flag, key in (("num_workers", "num_workers"), ("backend", "backend"), ("seed", "seed")):
-        value = getattr(args, flag)
+    if env:  # offline algorithms read config["input"] and may have no env
+        config["env"] = env
+    if args.keep_checkpoints_num is not None:
+        config["keep_checkpoints_num"] = args.keep_checkpoints_num
+    if args.dask_address is not None:
+        if args.backend not in (None, "dask"):
+            raise UsageError(
+                f"--dask-address joins a Dask cluster but --backend is {args.backend!r}; "
+                "drop --backend or use --backend dask"
+            )
+        config["dask_address"] = args.dask_address
+        config["backend"] = "dask"
+    for key in ("num_workers", "num_learners", "num_gpus_per_learner", "backend", "seed"):
+        value = getattr(args, key)
         if value is not None:
             config[key] = value
     return {
@@ -160,16 +239,18 @@ def resolve_train_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _summary_line(result: dict[str, Any], trial_dir: str) -> str:
+    reward = result.get("episode_reward_mean")
     return (
-        f"done: stopped by {result.get('stopped_by')} after {result['training_iteration']} "
+        f"stopped by {result.get('stopped_by')} after {result['training_iteration']} "
         f"iterations, {result['timesteps_total']:,} timesteps, "
         f"{result['time_total_s']:.1f}s; episode_reward_mean "
-        f"{result['episode_reward_mean']:.2f}; results in {trial_dir}"
+        f"{float('nan') if reward is None else reward:.2f}; results in {trial_dir}"
     )
 
 
 def train_command(args: argparse.Namespace) -> int:
     from hpcrl.tune.experiment import Experiment, StopCriterionError
+    from hpcrl.tune.preemption import EXIT_PREEMPTED, TrialPreempted
 
     settings = resolve_train_args(args)
     try:
@@ -181,14 +262,68 @@ def train_command(args: argparse.Namespace) -> int:
             local_dir=settings["local_dir"],
             verbose=0 if args.quiet else 1,
             on_result=_result_printer(args.verbose),
+            trial_name=args.trial_name,
+            checkpoint_freq=args.checkpoint_freq,
+            checkpoint_at_end=args.checkpoint_at_end,
+            resume=args.resume,
         )
-    except (ValueError, TypeError, ImportError) as err:
+    except (ValueError, TypeError, ImportError, ConnectionError) as err:
         raise UsageError(str(err)) from err
+    if experiment.finished is not None:
+        last = experiment.run()
+        print(f"already finished, nothing to resume: {_summary_line(last, experiment.trial_dir)}")
+        return 0
+    if experiment.resumed:
+        where = experiment.resumed_from or "the start (no checkpoint yet)"
+        print(f"hpcrl: resuming {experiment.trial_dir} from {where}", file=sys.stderr)
     try:
         result = experiment.run()
     except StopCriterionError as err:
         raise UsageError(str(err)) from err
-    print(_summary_line(result, experiment.trial_dir))
+    except TrialPreempted as preempted:
+        print(
+            f"hpcrl: {preempted}; exiting with code {EXIT_PREEMPTED}: run the same command "
+            "with --resume to continue",
+            file=sys.stderr,
+        )
+        return EXIT_PREEMPTED
+    print(f"done: {_summary_line(result, experiment.trial_dir)}")
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from hpcrl.evaluation.policy_evaluation import evaluate_policy
+    from hpcrl.io.checkpoint import CheckpointError
+    from hpcrl.policy.policy import Policy
+
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    try:
+        policy = Policy.from_checkpoint(args.checkpoint, policy_id=args.policy_id)
+        env = args.env or policy.config.get("env")
+        if not isinstance(env, str):
+            raise UsageError(
+                f"the checkpoint's config names no env by id ({env!r}); give --env ENV"
+            )
+        metrics = evaluate_policy(
+            policy,
+            env,
+            args.episodes,
+            env_config=policy.config.get("env_config") or {},
+            seed=args.seed,
+            explore=args.explore,
+        )
+    except (CheckpointError, ValueError, TypeError, ImportError) as err:
+        raise UsageError(str(err)) from err
+    for number, (ret, length) in enumerate(
+        zip(metrics["episode_returns"], metrics["episode_lengths"])
+    ):
+        print(f"episode {number}: return {ret:.2f}, length {length}")
+    print(
+        f"mean return {metrics['episode_reward_mean']:.2f} over {args.episodes} episodes "
+        f"(min {metrics['episode_reward_min']:.2f}, max {metrics['episode_reward_max']:.2f}, "
+        f"mean length {metrics['episode_len_mean']:.1f}) on {env}"
+    )
     return 0
 
 
@@ -216,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return train_command(args)
+        if args.command == "evaluate":
+            return evaluate_command(args)
     except UsageError as err:
         print(f"hpcrl: error: {err}", file=sys.stderr)
         return EXIT_USAGE

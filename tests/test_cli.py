@@ -109,6 +109,15 @@ def test_experiment_file_and_flags_override_it(tmp_path):
         ),
         (["--run", "PPO", "--env", "nosuchmodule:Env-v0"], "cannot import module"),
         (["--env", "CartPole-v1"], "no algorithm"),
+        (
+            ["--run", "PG", "--env", "CartPole-v1", "--backend", "mpi", "--dask-address", "x"],
+            "--dask-address joins a Dask cluster but --backend is 'mpi'",
+        ),
+        (
+            ["--run", "PG", "--env", "CartPole-v1", "--dask-address", "tcp://127.0.0.1:9"]
+            + ["--config", '{"worker_timeout_s": 1}'],
+            "could not connect to the Dask scheduler at 'tcp://127.0.0.1:9'",
+        ),
         (["-f", "/nonexistent.yaml"], "cannot read experiment file"),
     ],
 )
@@ -151,6 +160,8 @@ def test_help_lists_flags():
         "--stop",
         "-f",
         "--num-workers",
+        "--backend",
+        "--dask-address",
         "--local-dir",
         "--seed",
         "-v",
@@ -165,3 +176,16 @@ def test_help_names_every_registered_algorithm():
     for name in ALGORITHMS:
         run_help = out.stdout.split("\n  --run RUN", 1)[1].split("\n  --env", 1)[0]
         assert name in run_help, name
+
+
+def test_evaluate_plays_a_checkpoint(tmp_path, capsys):
+    from hpcrl.algorithms.pg import PGTrainer
+
+    with PGTrainer({"model": {"fcnet_hiddens": [8]}, "seed": 0}, env="CartPole-v1") as trainer:
+        trainer.train()
+        checkpoint = trainer.save(str(tmp_path))
+    assert main(["evaluate", checkpoint, "--episodes", "3", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "episode 2: return" in out and "mean return" in out and "over 3 episodes" in out
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "is not a checkpoint directory" in capsys.readouterr().err

@@ -36,6 +36,8 @@ def run_example(script: str, *args: str) -> str:
         "extra_action_info.py",
         "custom_pg_loss.py",
         "ppo_cartpole.py",
+        "offline_bc_cartpole.py",
+        "dask_cartpole.py",
     ],
 )
 def test_help(script, capsys, monkeypatch):
@@ -78,3 +80,26 @@ def test_custom_pg_loss():
 def test_ppo_cartpole():
     out = run_example("ppo_cartpole.py", "--stop-reward", "100", "--eval-episodes", "1")
     assert "solved: reward" in out and "greedy episode 0: return" in out
+
+
+def test_offline_bc_cartpole(tmp_path):
+    out = run_example(
+        "offline_bc_cartpole.py",
+        "--ppo-reward",
+        "80",
+        "--target",
+        "150",
+        "--out-dir",
+        str(tmp_path),
+    )
+    assert "recorded 4 batches" in out and "datasets of policies/default_policy:" in out
+    assert "OK: BC greedy return" in out
+    assert list((tmp_path / "ppo_batches").glob("*.h5"))
+    assert "hpcrl evaluate" in out and list((tmp_path / "bc").glob("checkpoint_*"))
+
+
+def test_dask_cartpole_survives_a_killed_worker():
+    pytest.importorskip("distributed")
+    out = run_example("dask_cartpole.py", "--iterations", "2", "--kill-at", "1", "--num-envs", "2")
+    assert "started a Dask LocalCluster" in out and "killing rollout worker 1" in out
+    assert "OK: 2 iterations, 1 worker restart(s) (expected 1), 2 healthy workers" in out

@@ -24,6 +24,7 @@ from hpcrl.algorithms.a2c import validate_config as validate_a2c_config
 from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.worker_set import WorkerSet
+from hpcrl.learners.learner_group import uses_learner_group
 from hpcrl.optimizers.async_gradients_optimizer import AsyncGradientsOptimizer
 
 DEFAULT_CONFIG: dict[str, Any] = with_common_config(
@@ -54,6 +55,12 @@ def validate_config(config: dict[str, Any]) -> None:
         )
     if config["grads_per_step"] < 1:
         raise ValueError(f"grads_per_step must be >= 1, got {config['grads_per_step']}")
+    if uses_learner_group(config):
+        raise ValueError(
+            "A3C applies gradients on the driver as they arrive and has no data-parallel "
+            f"learners; got num_learners={config['num_learners']}, num_gpus_per_learner="
+            f"{config['num_gpus_per_learner']}: leave them at 1 and 0, or use A2C or PPO"
+        )
 
 
 def make_async_optimizer(workers: WorkerSet, config: dict[str, Any]) -> AsyncGradientsOptimizer:

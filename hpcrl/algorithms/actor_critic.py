@@ -21,6 +21,9 @@ def vf_preds_fetches(
 
 
 def explained_variance(targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
-    """1 - Var[targets - predictions] / Var[targets], floored at -1."""
+    """1 - Var[targets - predictions] / Var[targets], floored at -1 (NaN for fewer
+    than two rows, such as a last minibatch of one row)."""
+    if targets.numel() < 2:
+        return torch.tensor(float("nan"))
     variance = torch.var(targets)
     return torch.clamp(1 - torch.var(targets - predictions) / variance, min=-1.0)

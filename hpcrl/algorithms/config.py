@@ -19,7 +19,8 @@ COMMON_CONFIG: dict[str, Any] = {
     "vectorization_mode": "auto",
     # --- rollouts ---
     # Remote rollout workers; 0 samples on the driver. None: the backend's default
-    # (0 for "local", every rank but the driver's for "mpi").
+    # (0 for "local", every rank but the driver's for "mpi", one per core for a local
+    # Dask cluster, the free Dask workers of a joined one).
     "num_workers": None,
     # Envs stepped together (one batched forward pass) by each worker.
     "num_envs_per_worker": 1,
@@ -46,8 +47,8 @@ COMMON_CONFIG: dict[str, Any] = {
     # Minimum env steps per train() call (optimizer steps repeat until reached).
     "timesteps_per_iteration": 0,
     # --- execution ---
-    # Where remote workers run: "local" (this process) or "mpi" (MPI ranks; launch
-    # with mpiexec/srun).
+    # Where remote workers run: "local" (this process), "mpi" (MPI ranks; launch
+    # with mpiexec/srun) or "dask" (Dask actors; see dask_address).
     "backend": "local",
     # Seconds a remote worker may take to answer a call before the run fails with an
     # error naming it (None: wait forever).
@@ -60,12 +61,42 @@ COMMON_CONFIG: dict[str, Any] = {
     "seed": None,
     # Episodes averaged in episode_reward_mean/min/max and episode_len_mean.
     "metrics_smoothing_episodes": 100,
+    # --- Dask backend and lost workers ---
+    # Scheduler of a running Dask cluster to join, e.g. "tcp://head:8786" (backend
+    # "dask"); None: start a local cluster, closed when the trainer stops.
+    "dask_address": None,
+    # Re-create a remote worker whose process died (dask) with the current weights and
+    # go on; False: stop with an error naming the worker and why it was lost.
+    "recreate_failed_workers": True,
+    # Worker restarts allowed over the whole run, all workers together.
+    "max_worker_restarts": 100,
+    # --- data-parallel learners (hpcrl.learners) ---
+    # Learner processes doing data-parallel SGD over torch.distributed; above 1, or
+    # with GPUs, the synchronous algorithms (PG, A2C, PPO, BC) learn on them.
+    "num_learners": 1,
+    # GPUs per learner: 0 (CPU) or 1 (each learner on a GPU of its node).
+    "num_gpus_per_learner": 0,
+    # "auto" (NCCL when every learner has a GPU, gloo otherwise), "nccl" or "gloo".
+    "learner_backend": "auto",
+    # Seconds a learner waits for the others (rendezvous, all-reduce) before failing.
+    "learner_timeout_s": 300.0,
+    # --- recorded experience and checkpoints (HDF5, hpcrl.io) ---
+    # Directory where every sampling worker appends the batches it samples to an HDF5
+    # file of its own (None: record nothing).
+    "output": None,
+    # Compression of recorded columns: None, "gzip" (level 4), "gzip:1".."gzip:9", "lzf".
+    "output_compress": None,
+    # Learn from recorded batches instead of envs: a directory written by "output", or
+    # a list of its files (None: sample envs). Used by offline algorithms (BC).
+    "input": None,
+    # Checkpoints Trainer.save() keeps in its directory: the newest N (None: all).
+    "keep_checkpoints_num": None,
 }
 
 # Keys whose value may be of any type (free-form or several allowed types).
 _ANY_TYPE = {"env", "env_config", "seed", "grad_clip"}
 # Keys that must be an int when given (their default None means "decide for me").
-_INT_OR_NONE = {"num_workers", "num_torch_threads"}
+_INT_OR_NONE = {"num_workers", "num_torch_threads", "keep_checkpoints_num"}
 # Keys with a number as default that also accept None ("off").
 _NONE_ALLOWED = {"vf_clip_param", "worker_timeout_s"}
 

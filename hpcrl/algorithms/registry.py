@@ -12,6 +12,7 @@ ALGORITHMS: dict[str, str] = {
     "A2C": "hpcrl.algorithms.a2c:A2CTrainer",
     "A3C": "hpcrl.algorithms.a3c:A3CTrainer",
     "PPO": "hpcrl.algorithms.ppo:PPOTrainer",
+    "BC": "hpcrl.algorithms.bc:BCTrainer",
 }
 
 

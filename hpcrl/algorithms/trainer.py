@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,8 @@ from hpcrl.env.registry import resolve_env_creator
 from hpcrl.evaluation.metrics import MetricsWindow
 from hpcrl.evaluation.postprocessing import Postprocessing
 from hpcrl.evaluation.worker_set import WorkerSet
+from hpcrl.learners.learner_group import check_learner_config, uses_learner_group
+from hpcrl.optimizers.data_parallel_optimizer import DataParallelOptimizer
 from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
 from hpcrl.optimizers.sync_samples_optimizer import SyncSamplesOptimizer
 from hpcrl.policy.policy import Policy
@@ -65,12 +69,19 @@ class Trainer:
         if env is not None:
             config["env"] = env
         self.config = merge_config(self._default_config, config)
-        if self.config["env"] is None:
-            raise ValueError(f"{self._name} needs an env: pass env=... or config['env']")
-        self.env_creator = resolve_env_creator(self.config["env"])
+        if self.config["env"] is None and not self.config["input"]:
+            raise ValueError(
+                f"{self._name} needs an env: pass env=... or config['env'] (or config['input'] "
+                "to learn from recorded batches)"
+            )
+        env_given = self.config["env"] is not None
+        self.env_creator = resolve_env_creator(self.config["env"]) if env_given else None
         self.validate_config(self.config)
+        check_learner_config(self.config)
         self.iteration = 0
         self._time_total = 0.0
+        # Where save() writes by default (an Experiment sets its trial directory).
+        self.logdir: str | None = None
         self._metrics = MetricsWindow(self.config["metrics_smoothing_episodes"])
         self.before_init()
         self.workers = WorkerSet(
@@ -96,15 +107,26 @@ class Trainer:
     def make_policy_optimizer(self, workers: WorkerSet, config: dict[str, Any]) -> PolicyOptimizer:
         """``SyncSamplesOptimizer`` over ``train_batch_size`` rows, with the config's
         ``num_sgd_iter``, ``sgd_minibatch_size`` and ``standardize_advantages`` where
-        the algorithm has them (one whole-batch step, no scaling otherwise)."""
+        the algorithm has them (one whole-batch step, no scaling otherwise); the
+        ``DataParallelOptimizer`` with the same settings when the config asks for
+        data-parallel learners (``num_learners > 1`` or ``num_gpus_per_learner > 0``)."""
         fields = (Postprocessing.ADVANTAGES,) if config.get("standardize_advantages") else ()
-        return SyncSamplesOptimizer(
-            workers,
-            train_batch_size=config["train_batch_size"],
-            num_sgd_iter=config.get("num_sgd_iter", 1),
-            sgd_minibatch_size=config.get("sgd_minibatch_size", 0),
-            standardize_fields=fields,
-        )
+        sgd = {
+            "train_batch_size": config["train_batch_size"],
+            "num_sgd_iter": config.get("num_sgd_iter", 1),
+            "sgd_minibatch_size": config.get("sgd_minibatch_size", 0),
+            "standardize_fields": fields,
+        }
+        if uses_learner_group(config):
+            return DataParallelOptimizer(
+                workers,
+                **sgd,
+                num_learners=config["num_learners"],
+                num_gpus_per_learner=config["num_gpus_per_learner"],
+                learner_backend=config["learner_backend"],
+                learner_timeout_s=config["learner_timeout_s"],
+            )
+        return SyncSamplesOptimizer(workers, **sgd)
 
     def before_init(self) -> None:
         """Called after the config is checked, before workers are made."""
@@ -148,8 +170,8 @@ class Trainer:
             "time_this_iter_s": elapsed,
             "time_total_s": self._time_total,
             "timesteps_per_s": sampled / elapsed if elapsed > 0 else float("nan"),
-            "num_healthy_workers": len(self.workers.remote_workers()),
-            "num_worker_restarts": 0,
+            "num_healthy_workers": self.workers.num_healthy_workers(),
+            "num_worker_restarts": self.workers.num_worker_restarts,
             "info": self.optimizer.stats(),
         }
         self.after_train_result(result)
@@ -162,8 +184,7 @@ class Trainer:
         remote = self.workers.remote_workers()
         if not remote:
             return [self.workers.local_worker().get_metrics()]
-        backend = self.workers.backend
-        return backend.get(backend.call(remote, "get_metrics"))
+        return self.workers.call_remote("get_metrics")
 
     # -- using the policy ------------------------------------------------
     def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
@@ -199,6 +220,84 @@ class Trainer:
     def set_weights(self, weights: dict[str, dict[str, np.ndarray]]) -> None:
         self.workers.local_worker().set_weights(weights)
         self.workers.sync_weights()
+
+    # -- checkpoints -----------------------------------------------------
+    def save(self, checkpoint_dir: str | None = None) -> str:
+        """Write a checkpoint (JSON and HDF5, no pickle; see ``hpcrl.io.checkpoint``)
+        to ``checkpoint_dir/checkpoint_<iteration>/`` and return its path.
+
+        ``checkpoint_dir`` defaults to ``self.logdir`` (the trial directory under
+        an Experiment, else a new ``~/hpcrl_results/<algorithm>_<time>``). The
+        oldest checkpoints there beyond ``keep_checkpoints_num`` are deleted.
+        """
+        from hpcrl.io.checkpoint import save_trainer_checkpoint
+
+        if checkpoint_dir is None:
+            if self.logdir is None:
+                stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+                self.logdir = os.path.join("~", "hpcrl_results", f"{self._name}_{stamp}")
+            checkpoint_dir = self.logdir
+        return save_trainer_checkpoint(self, checkpoint_dir)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Continue from a checkpoint of ``save()``: weights, optimizer state, counters,
+        metrics, random generators and the workers' episodes. The trainer must be
+        of the same algorithm; with the same config and a fixed seed, training on
+        gives the weights an uninterrupted run would have (see the README,
+        "Checkpoints and preemption", for which configurations).
+
+        Raises:
+            hpcrl.io.checkpoint.CheckpointError: a checkpoint of another algorithm,
+                an incomplete or truncated checkpoint, or a newer format version.
+        """
+        from hpcrl.io.checkpoint import restore_trainer_checkpoint
+
+        restore_trainer_checkpoint(self, checkpoint_path)
+
+    def get_state(self) -> dict[str, Any]:
+        """The trainer's state as a tree of arrays and plain values (what ``save()`` writes)."""
+        from hpcrl.io.rng_state import process_rng_state
+
+        local = self.workers.local_worker()
+        workers = {"0": local.get_state(policy_state="none")}
+        if self.workers.remote_workers():
+            remote_states = self.workers.call_remote("get_state", policy_state="no_weights")
+            workers.update({str(i): s for i, s in enumerate(remote_states, start=1)})
+        return {
+            "iteration": self.iteration,
+            "time_total_s": self._time_total,
+            "metrics": self._metrics.get_state(),
+            "optimizer": self.optimizer.save(),
+            "policies": {pid: p.get_state() for pid, p in local.policy_map.items()},
+            "workers": workers,
+            "process_rng": process_rng_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore ``get_state()``."""
+        from hpcrl.io.rng_state import set_process_rng_state
+
+        self.iteration = int(state["iteration"])
+        self._time_total = float(state["time_total_s"])
+        self._metrics.set_state(state["metrics"])
+        self.optimizer.restore(state["optimizer"])
+        local = self.workers.local_worker()
+        for pid, policy_state in state["policies"].items():
+            local.get_policy(pid).set_state(policy_state)
+        local.set_state(state["workers"]["0"])
+        remote = self.workers.remote_workers()
+        saved = [state["workers"][str(i)] for i in range(1, len(state["workers"]))]
+        if len(saved) != len(remote):
+            warnings.warn(
+                f"the checkpoint has {len(saved)} remote workers, this trainer {len(remote)}: "
+                f"the first {min(len(saved), len(remote))} continue their episodes, the others "
+                "start afresh",
+                stacklevel=2,
+            )
+        backend = self.workers.backend
+        backend.get([backend.call([actor], "set_state", s)[0] for actor, s in zip(remote, saved)])
+        self.workers.sync_weights()
+        set_process_rng_state(state["process_rng"])
 
     def stop(self) -> None:
         """Stop the optimizer, the workers and the backend."""

@@ -36,7 +36,9 @@ def build_trainer(
         make_policy_optimizer: ``f(workers, config) -> PolicyOptimizer``
             (default: ``Trainer.make_policy_optimizer``, a ``SyncSamplesOptimizer``
             configured from ``train_batch_size``, ``num_sgd_iter``,
-            ``sgd_minibatch_size`` and ``standardize_advantages``).
+            ``sgd_minibatch_size`` and ``standardize_advantages``, or a
+            ``DataParallelOptimizer`` when ``num_learners > 1`` or
+            ``num_gpus_per_learner > 0``).
         validate_config: ``f(config)``; raise ValueError for bad combinations.
         before_init, after_init, before_train_step: ``f(trainer)``.
         after_optimizer_step: ``f(trainer, fetches)`` after every optimizer step.

@@ -4,21 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpcrl.backends.base import Backend, CompletedFuture, Future, RemoteError
+from hpcrl.backends.base import (
+    Backend,
+    CompletedFuture,
+    Future,
+    RemoteError,
+    WorkerLostError,
+    WorkerTimeoutError,
+)
 from hpcrl.backends.local import LocalBackend
 
-BACKENDS = ("local", "mpi")
+BACKENDS = ("local", "mpi", "dask")
 
 
 def make_backend(name: str, config: dict[str, Any] | None = None) -> Backend:
-    """The backend called ``name`` ("local" or "mpi"); mpi4py is imported only for "mpi".
+    """The backend called ``name`` ("local", "mpi" or "dask"); mpi4py is imported
+    only for "mpi", dask and distributed only for "dask".
 
     Under "mpi", on every rank but 0 this call serves actors and never returns.
+    Under "dask", ``config["dask_address"]`` joins a running scheduler; unset,
+    a local cluster is started.
 
     Raises:
-        ValueError: an unknown name, listing the available ones.
+        ValueError: an unknown name, listing the available ones; or
+            ``dask_address`` given to another backend.
     """
     config = config or {}
+    if config.get("dask_address") is not None and name != "dask":
+        raise ValueError(
+            f"dask_address={config['dask_address']!r} is set but backend={name!r}; "
+            "set backend='dask' (--backend dask) to join that Dask cluster"
+        )
+    if name == "dask":
+        from hpcrl.backends.dask import DaskBackend
+
+        return DaskBackend(
+            config.get("dask_address"),
+            num_workers=config.get("num_workers"),
+            timeout_s=config.get("worker_timeout_s"),
+            num_torch_threads=config.get("num_torch_threads"),
+        )
     if name == "local":
         return LocalBackend()
     if name == "mpi":
@@ -38,5 +63,7 @@ __all__ = [
     "Future",
     "LocalBackend",
     "RemoteError",
+    "WorkerLostError",
+    "WorkerTimeoutError",
     "make_backend",
 ]

@@ -6,6 +6,7 @@ backend (local, dask, mpi) carries the calls out with its own engine.
 
 from __future__ import annotations
 
+import pickle
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,36 @@ class RemoteError(RuntimeError):
         self.remote_traceback = remote_traceback
         self.cause = error
         super().__init__(f"{where} raised {error!r}\n--- remote traceback ---\n{remote_traceback}")
+
+
+class WorkerLostError(RemoteError):
+    """An actor's process died or its node left: the actor and its state are gone.
+
+    Raised by backends that outlive a lost worker process (dask); ``WorkerSet``
+    re-creates the actor (see ``recreate_failed_workers``). ``where`` names the
+    actor and where it ran, ``reason`` says what happened to it.
+    """
+
+    def __init__(self, where: str, reason: str, actor: Any = None) -> None:
+        self.where = where
+        self.reason = reason
+        self.actor = actor
+        self.remote_traceback = ""
+        self.cause = reason
+        RuntimeError.__init__(self, f"{where} was lost: {reason}")
+
+
+class WorkerTimeoutError(RuntimeError):
+    """An actor did not answer a call within the backend's timeout."""
+
+
+def picklable_error(err: BaseException) -> BaseException | str:
+    """The exception if it pickles (to send it to the driver), else its repr."""
+    try:
+        pickle.dumps(err)
+        return err
+    except Exception:  # noqa: BLE001 - anything pickle cannot do
+        return repr(err)
 
 
 class Future:
@@ -66,6 +97,8 @@ class Backend:
     - ``broadcast(actors, method, payload)`` calls ``method(payload)`` on every
       actor, serialising ``payload`` once.
     - ``kill(actor)``, ``restart(actor)``, ``shutdown()``.
+    - ``is_alive(actor)``: False once the actor's process is known to be gone
+      (calls to it raise ``WorkerLostError``; ``restart`` makes it anew).
     """
 
     name = "abstract"
@@ -92,6 +125,14 @@ class Backend:
     def max_actors(self) -> int | None:
         """How many actors this backend can hold (None: no fixed limit)."""
         return None
+
+    def default_num_workers(self) -> int:
+        """Rollout workers to start when the config leaves ``num_workers`` unset."""
+        return self.max_actors() or 0
+
+    def is_alive(self, actor: Any) -> bool:
+        """False once the backend knows ``actor``'s process is gone (see ``WorkerLostError``)."""
+        return True
 
     def check_capacity(self, count: int, role: str = "worker") -> None:
         """Raise ValueError, saying how to fix it, if ``count`` more actors do not fit."""

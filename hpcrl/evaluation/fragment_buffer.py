@@ -67,6 +67,25 @@ class FragmentBuffer:
         self.valid[:kept] = carry[start:]
         self.size = kept
 
+    def get_state(self) -> dict[str, Any]:
+        """The rows held over to the next fragment (for checkpoints)."""
+        return {
+            "valid": self.valid[: self.size].copy(),
+            "columns": {key: column[: self.size].copy() for key, column in self.columns.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        valid = state["valid"]
+        self.size = len(valid)
+        self.capacity = max(self.capacity, self.size)
+        self.valid = np.zeros((self.capacity, self.num_envs), dtype=bool)
+        self.valid[: self.size] = valid
+        self.columns = {}
+        for key, rows in state["columns"].items():
+            column = np.empty((self.capacity, *rows.shape[1:]), dtype=rows.dtype)
+            column[: self.size] = rows
+            self.columns[key] = column
+
     def _new_column(self, key: str, value: np.ndarray) -> np.ndarray:
         shape = (self.capacity, *value.shape)
         column = np.empty(shape, dtype=value.dtype)

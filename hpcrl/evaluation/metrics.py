@@ -28,6 +28,24 @@ class EpisodeStats:
             self.returns[done] = 0.0
             self.lengths[done] = 0
 
+    def get_state(self) -> dict[str, Any]:
+        """Running and completed (not yet popped) episodes, for checkpoints."""
+        returns, lengths = self.pop_completed()
+        self._completed_returns.append(returns)
+        self._completed_lengths.append(lengths)
+        return {
+            "returns": self.returns.copy(),
+            "lengths": self.lengths.copy(),
+            "completed_returns": returns,
+            "completed_lengths": lengths,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.returns = np.array(state["returns"], dtype=np.float64)
+        self.lengths = np.array(state["lengths"], dtype=np.int64)
+        self._completed_returns = [np.asarray(state["completed_returns"], dtype=np.float64)]
+        self._completed_lengths = [np.asarray(state["completed_lengths"], dtype=np.int64)]
+
     def pop_completed(self) -> tuple[np.ndarray, np.ndarray]:
         """Returns and lengths of episodes completed since the last call."""
         returns = (
@@ -62,6 +80,21 @@ class MetricsWindow:
             added += len(metrics["episode_returns"])
         self.episodes_total += added
         return added
+
+    def get_state(self) -> dict[str, Any]:
+        """The window and the episode count, for checkpoints."""
+        return {
+            "returns": np.array(self.returns, dtype=np.float64),
+            "lengths": np.array(self.lengths, dtype=np.int64),
+            "episodes_total": self.episodes_total,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.returns.clear()
+        self.lengths.clear()
+        self.returns.extend(float(r) for r in state["returns"])
+        self.lengths.extend(int(n) for n in state["lengths"])
+        self.episodes_total = int(state["episodes_total"])
 
     def summary(self) -> dict[str, float]:
         if not self.returns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,9 @@ WORKER_DEFAULTS: dict[str, Any] = {
     "env_config": {},
     "vectorization_mode": "auto",
     "seed": None,
+    "input": None,
+    "output": None,
+    "output_compress": None,
 }
 
 
@@ -60,9 +64,21 @@ class RolloutWorker:
     The batch is postprocessed (``policy.postprocess_trajectory``) once, over
     all its trajectories, before it is returned.
 
+    With ``config["output"] = DIR`` every batch ``sample()`` returns is also
+    appended to this worker's own HDF5 file in ``DIR`` (``hpcrl.io.BatchWriter``).
+    With ``config["input"]`` (a directory or list of such files) the worker
+    has no env: ``sample()`` returns the next recorded batch of its share
+    (``hpcrl.io.BatchReader``), postprocessed by this worker's policy, and the
+    spaces come from the files.
+
+    ``get_state()``/``set_state()`` carry everything a checkpoint needs to
+    continue sampling exactly: episode ids, counters, running episode
+    returns, held-over rows, the env's state (``hpcrl.io.env_state``) and the
+    policies' state.
+
     Args:
         env: gymnasium id, name given to ``register_env``, or a creator
-            ``f(env_config) -> Env | VectorEnv``.
+            ``f(env_config) -> Env | VectorEnv`` (None with ``config["input"]``).
         policy: a ``Policy`` subclass, built with this worker's spaces and ``config``.
         config: the trainer config (``WORKER_DEFAULTS`` keys plus the policy's).
         worker_index: 0 for the driver's local worker, 1..N for remote ones;
@@ -101,10 +117,22 @@ class RolloutWorker:
         self.num_envs = int(num_envs or self.config["num_envs_per_worker"])
         seed = self.config["seed"]
         self.seed = None if seed is None else int(seed) + 1000 * worker_index
-        context = EnvContext(self.config["env_config"], worker_index, 0, num_workers)
-        self.env = make_vector_env(env, self.num_envs, context, self.config["vectorization_mode"])
-        self.observation_space = self.env.single_observation_space
-        self.action_space = self.env.single_action_space
+        self._reader = None
+        self.env = None
+        if self.config["input"]:
+            from hpcrl.io.batch_reader import BatchReader
+
+            self._reader = BatchReader(
+                self.config["input"], worker_index=worker_index, num_workers=num_workers
+            )
+            self.observation_space, self.action_space = _recorded_spaces(self._reader)
+        else:
+            context = EnvContext(self.config["env_config"], worker_index, 0, num_workers)
+            self.env = make_vector_env(
+                env, self.num_envs, context, self.config["vectorization_mode"]
+            )
+            self.observation_space = self.env.single_observation_space
+            self.action_space = self.env.single_action_space
         policy_config = {**self.config, "seed": self.seed, "worker_index": worker_index}
         self.policy_map: dict[str, Policy] = {
             DEFAULT_POLICY_ID: policy(self.observation_space, self.action_space, policy_config)
@@ -114,13 +142,29 @@ class RolloutWorker:
         self._episodes = EpisodeStats(self.num_envs)
         self._next_eps_id = (worker_index << 40) + 1
         self._steps_sampled = 0
+        self._writer = None
+        if self.config["output"]:
+            from hpcrl.io.batch_writer import BatchWriter
+
+            self._writer = BatchWriter(
+                self.config["output"],
+                worker_index=worker_index,
+                compress=self.config["output_compress"],
+                config=self.config,
+                spaces={
+                    pid: (p.observation_space, p.action_space) for pid, p in self.policy_map.items()
+                },
+            )
 
     # -- sampling --------------------------------------------------------
     def sample(self) -> SampleBatch:
-        """Collect one fragment of experience, postprocessed."""
+        """Collect one fragment of experience, postprocessed (or read the next
+        recorded batch, with ``config["input"]``)."""
         policy = self.policy_map[DEFAULT_POLICY_ID]
+        if self._reader is not None:
+            return self._read_input(policy)
         if not self._started:
-            self._start_episodes(policy)
+            self._start_episodes(policy, self.seed)
         target = self.fragment_length
         complete = self._complete
         if complete:
@@ -140,10 +184,23 @@ class RolloutWorker:
         batch = SampleBatch(columns)
         batch[SampleBatch.AGENT_INDEX] = np.zeros(batch.count, dtype=np.int64)
         self._steps_sampled += batch.count
+        batch = policy.postprocess_trajectory(batch)
+        if self._writer is not None:
+            self._writer.write(batch)
+        return batch
+
+    def _read_input(self, policy: Policy) -> SampleBatch:
+        batch = self._reader.next()
+        if not isinstance(batch, SampleBatch):
+            raise ValueError(
+                f"the input holds {type(batch).__name__}es; a RolloutWorker reads SampleBatches "
+                "(files written by single-policy workers)"
+            )
+        self._steps_sampled += batch.count
         return policy.postprocess_trajectory(batch)
 
-    def _start_episodes(self, policy: Policy) -> None:
-        obs, _ = self.env.reset(seed=self.seed)
+    def _start_episodes(self, policy: Policy, seed: int | None = None) -> None:
+        obs, _ = self.env.reset(seed=seed)
         n = self.num_envs
         self._obs = obs
         self._state = [
@@ -303,5 +360,120 @@ class RolloutWorker:
     def ping(self) -> int:
         return self.worker_index
 
+    # -- state for checkpoints -------------------------------------------
+    def get_state(self, policy_state: str = "full") -> dict[str, Any]:
+        """What a checkpoint needs to continue this worker's sampling exactly.
+
+        Args:
+            policy_state: "full" (each policy's ``get_state()``), "no_weights"
+                (without weights and optimizer state: a remote worker's, which
+                gets the driver's weights before it samples again) or "none".
+        """
+        if policy_state not in ("full", "no_weights", "none"):
+            raise ValueError(
+                f"policy_state={policy_state!r}; expected 'full', 'no_weights' or 'none'"
+            )
+        state: dict[str, Any] = {
+            "steps_sampled": self._steps_sampled,
+            "next_eps_id": self._next_eps_id,
+            "started": self._started,
+        }
+        if policy_state != "none":
+            state["policies"] = {
+                pid: _policy_state(policy, policy_state) for pid, policy in self.policy_map.items()
+            }
+        if self._reader is not None:
+            state["input"] = self._reader.get_state()
+        if self._started:
+            from hpcrl.io.env_state import snapshot_env
+
+            state["sampler"] = self._sampler_state()
+            state["env"] = snapshot_env(self.env)
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore ``get_state()``; this worker must be built as the saved one was.
+
+        The env continues its episodes exactly where ``hpcrl.io.env_state`` can
+        snapshot it; otherwise (the state says why) it starts fresh episodes,
+        seeded from the worker's seed and its step count.
+        """
+        for pid, policy_state in state.get("policies", {}).items():
+            self.policy_map[pid].set_state(policy_state)
+        self._steps_sampled = int(state["steps_sampled"])
+        self._next_eps_id = int(state["next_eps_id"])
+        if self._reader is not None and "input" in state:
+            self._reader.set_state(state["input"])
+        self._started = False
+        if not state["started"]:
+            return
+        from hpcrl.io.env_state import restore_env
+
+        policy = self.policy_map[DEFAULT_POLICY_ID]
+        self._start_episodes(policy, self.seed)
+        if restore_env(self.env, state["env"]):
+            self._set_sampler_state(state["sampler"])
+            self._next_eps_id = int(state["next_eps_id"])
+            return
+        warnings.warn(
+            f"rollout worker {self.worker_index}: the env state was not restored "
+            f"({state['env'].get('reason', 'the env is built differently')}); its episodes "
+            "start afresh",
+            stacklevel=2,
+        )
+        self._next_eps_id = int(state["next_eps_id"])
+        fresh_seed = None if self.seed is None else self.seed + self._steps_sampled
+        self._start_episodes(policy, fresh_seed)
+
+    def _sampler_state(self) -> dict[str, Any]:
+        return {
+            "obs": self._obs,
+            "state": list(self._state),
+            "eps_id": self._eps_id,
+            "t": self._t,
+            "resetting": self._resetting,
+            "any_resetting": self._any_resetting,
+            "rows_per_env": self._rows_per_env,
+            "completed_rows": self._completed_rows,
+            "since_done": self._since_done,
+            "episodes": self._episodes.get_state(),
+            "buffer": self._buffer.get_state(),
+        }
+
+    def _set_sampler_state(self, sampler: dict[str, Any]) -> None:
+        self._obs = sampler["obs"]
+        self._state = list(sampler["state"])
+        self._eps_id = sampler["eps_id"]
+        self._t = sampler["t"]
+        self._resetting = sampler["resetting"]
+        self._any_resetting = bool(sampler["any_resetting"])
+        self._rows_per_env = sampler["rows_per_env"]
+        self._completed_rows = int(sampler["completed_rows"])
+        self._since_done = sampler["since_done"]
+        self._episodes.set_state(sampler["episodes"])
+        self._buffer.set_state(sampler["buffer"])
+
     def stop(self) -> None:
-        self.env.close()
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader is not None:
+            self._reader.close()
+        if self.env is not None:
+            self.env.close()
+
+
+def _recorded_spaces(reader: Any) -> tuple[gym.Space, gym.Space]:
+    spaces = reader.spaces()
+    if DEFAULT_POLICY_ID not in spaces:
+        raise ValueError(
+            f"the input files {reader.files[:3]} record no spaces for policy "
+            f"{DEFAULT_POLICY_ID!r} (found {sorted(spaces)}); record them with config['output']"
+        )
+    return spaces[DEFAULT_POLICY_ID]
+
+
+def _policy_state(policy: Policy, which: str) -> dict[str, Any]:
+    state = policy.get_state()
+    if which == "no_weights":
+        state = {k: v for k, v in state.items() if k not in ("weights", "optimizer_state")}
+    return state

@@ -2,20 +2,52 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
-from hpcrl.backends import Backend, make_backend
+from hpcrl.backends import Backend, WorkerLostError, make_backend
+from hpcrl.env.registry import registered_envs, resolve_env_creator
 from hpcrl.evaluation.rollout_worker import RolloutWorker
+from hpcrl.learners.learner_group import num_learner_actors
 from hpcrl.policy.policy import Policy
+
+
+def restart_refusal(restarts_so_far: int, recreate: bool, max_restarts: int) -> str | None:
+    """Why a lost worker must not be re-created, or None to re-create it.
+
+    Example:
+        >>> restart_refusal(0, True, 3) is None
+        True
+        >>> restart_refusal(3, True, 3)
+        'max_worker_restarts=3 restarts were already made; raise max_worker_restarts to go on'
+        >>> restart_refusal(0, False, 3)
+        'recreate_failed_workers is off; set it to True to re-create lost workers and go on'
+    """
+    if not recreate:
+        return "recreate_failed_workers is off; set it to True to re-create lost workers and go on"
+    if restarts_so_far >= max_restarts:
+        return (
+            f"max_worker_restarts={max_restarts} restarts were already made; "
+            "raise max_worker_restarts to go on"
+        )
+    return None
 
 
 class WorkerSet:
     """A local worker (which learns) and ``num_workers`` remote workers (which sample).
 
     With ``num_workers=0`` the local worker samples too. Remote workers are
-    backend actors: call them through ``self.backend`` (``call``, ``get``,
-    ``broadcast``), so the same driver code runs on every backend.
+    backend actors: call them through ``call_remote`` or ``self.backend``
+    (``call``, ``get``, ``broadcast``), so the same driver code runs on every
+    backend.
+
+    A remote worker whose process dies (on backends that outlive that, such
+    as dask) is re-created with the local worker's current weights and the
+    last global vars when ``config["recreate_failed_workers"]`` is on (the
+    default), at most ``config["max_worker_restarts"]`` times in all;
+    ``call_remote`` and ``sync_weights`` do it and then go on.
+    ``num_worker_restarts`` counts the restarts.
 
     Example:
         >>> from hpcrl.algorithms.pg import PGTorchPolicy
@@ -41,10 +73,14 @@ class WorkerSet:
         self.config = dict(config or {})
         self.policy_class = policy
         self.env_creator = env_creator
+        self.num_worker_restarts = 0
+        self._global_vars: dict[str, Any] = {}
         # Under MPI this call does not return on the worker ranks: they serve actors.
         self.backend = make_backend(backend, self.config) if isinstance(backend, str) else backend
         if num_workers is None:
-            num_workers = self.backend.max_actors() or 0
+            # Data-parallel learners (hpcrl.learners) take part of the backend's capacity.
+            learners = num_learner_actors(self.config)
+            num_workers = max(0, self.backend.default_num_workers() - learners)
         self.num_workers = num_workers
         self._remote: list[Any] = []
         try:
@@ -59,10 +95,17 @@ class WorkerSet:
                 num_workers=num_workers,
                 num_envs=1 if num_workers else None,
             )
+            # Remote processes may not have run the driver's register_env calls
+            # (Dask workers): they get the registered creator itself.
+            remote_env = (
+                resolve_env_creator(env_creator)
+                if isinstance(env_creator, str) and env_creator in registered_envs()
+                else env_creator
+            )
             for index in range(1, num_workers + 1):
                 self._remote += self.backend.spawn(
                     RolloutWorker,
-                    env_creator,
+                    remote_env,
                     policy,
                     self.config,
                     count=1,
@@ -81,22 +124,95 @@ class WorkerSet:
     def remote_workers(self) -> list[Any]:
         return list(self._remote)
 
+    def num_healthy_workers(self) -> int:
+        """Remote workers whose process the backend does not know to be gone."""
+        return sum(self.backend.is_alive(actor) for actor in self._remote)
+
+    def call_remote(self, method: str, /, *args: Any, **kwargs: Any) -> list[Any]:
+        """``method(*args, **kwargs)`` on every remote worker; the results in order.
+
+        A worker lost during the call is re-created (``recreate_worker``) and
+        asked again, so every worker's result is in.
+        """
+        futures = self.backend.call(self._remote, method, *args, **kwargs)
+        try:
+            return self.backend.get(futures)
+        except WorkerLostError:
+            pass
+        results = []
+        for actor, future in zip(self._remote, futures):
+            while True:
+                try:
+                    [result] = self.backend.get([future])
+                    break
+                except WorkerLostError as err:
+                    self.recreate_worker(actor, err)
+                    [future] = self.backend.call([actor], method, *args, **kwargs)
+            results.append(result)
+        return results
+
+    def recreate_worker(self, actor: Any, error: WorkerLostError) -> None:
+        """Re-create the remote worker ``actor``, lost with ``error``, with the local
+        worker's current weights and the last global vars (nothing to do if that
+        already happened: a call made before it can report the loss later).
+
+        Raises:
+            WorkerLostError: naming the worker and why it was lost, when
+                ``recreate_failed_workers`` is off or ``max_worker_restarts``
+                restarts were already made.
+        """
+        if self.backend.is_alive(actor):
+            return  # the error was about an incarnation already re-created
+        max_restarts = int(self.config.get("max_worker_restarts", 100))
+        while True:
+            refusal = restart_refusal(
+                self.num_worker_restarts,
+                bool(self.config.get("recreate_failed_workers", True)),
+                max_restarts,
+            )
+            if refusal is not None:
+                raise WorkerLostError(error.where, f"{error.reason}; {refusal}", actor) from error
+            self.num_worker_restarts += 1
+            print(
+                f"hpcrl: {error}; re-creating it with the current weights "
+                f"(restart {self.num_worker_restarts} of at most {max_restarts})",
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                self.backend.restart(actor)
+                # hpcrl has no observation filters yet; weights and global vars are
+                # all the state a rollout worker gets from the driver.
+                future = self.backend.call(
+                    [actor], "set_weights", self._local.get_weights(), self._global_vars or None
+                )
+                self.backend.get(future)
+                return
+            except WorkerLostError as again:
+                error = again
+
     def sync_weights(self) -> None:
         """Send the local worker's weights to every remote worker."""
-        if self._remote:
-            self.backend.broadcast(self._remote, "set_weights", self._local.get_weights())
+        if not self._remote:
+            return
+        weights = self._local.get_weights()
+        try:
+            self.backend.broadcast(self._remote, "set_weights", weights)
+        except WorkerLostError:
+            self.call_remote("set_weights", weights)
 
     def set_global_vars(self, global_vars: dict[str, Any]) -> None:
         """``set_global_vars`` (e.g. ``{"timestep": N}``) on every worker's policies."""
+        self._global_vars = dict(global_vars)
         self._local.set_global_vars(global_vars)
         if self._remote:
-            self.backend.get(self.backend.call(self._remote, "set_global_vars", global_vars))
+            self.call_remote("set_global_vars", global_vars)
 
     def foreach_worker(self, func: Callable[[Any], Any]) -> list[Any]:
         """``func(worker)`` on the local worker and then each remote one."""
         results = [func(self._local)]
         if self._remote:
-            results += self.backend.get(self.backend.call(self._remote, "apply", func))
+            results += self.call_remote("apply", func)
         return results
 
     def foreach_policy(self, func: Callable[..., Any]) -> list[Any]:

@@ -6,6 +6,7 @@ from hpcrl.optimizers.async_gradients_optimizer import (
     AsyncGradientsOptimizer,
     GradientStaleness,
 )
+from hpcrl.optimizers.data_parallel_optimizer import DataParallelOptimizer
 from hpcrl.optimizers.policy_optimizer import (
     PolicyOptimizer,
     do_minibatch_sgd,
@@ -15,6 +16,7 @@ from hpcrl.optimizers.sync_samples_optimizer import SyncSamplesOptimizer
 
 __all__ = [
     "AsyncGradientsOptimizer",
+    "DataParallelOptimizer",
     "GradientStaleness",
     "PolicyOptimizer",
     "SyncSamplesOptimizer",

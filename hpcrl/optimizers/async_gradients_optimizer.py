@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcrl.backends.base import Future, RemoteError
+from hpcrl.backends.base import Future, RemoteError, WorkerLostError
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
 from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID
@@ -83,7 +83,9 @@ class AsyncGradientsOptimizer(PolicyOptimizer):
     its own copy of the weights. The driver applies whichever gradient arrives
     first to the local worker's policy, sends the new weights to that worker
     only, and asks it for its next gradients; the other workers keep working.
-    Calls stay in flight between ``step()`` calls.
+    Calls stay in flight between ``step()`` calls. A worker lost while
+    computing is re-created by the WorkerSet (with the current weights) and
+    asked again; its lost gradient is not counted.
 
     Args:
         workers: the WorkerSet; needs at least one remote worker.
@@ -149,7 +151,12 @@ class AsyncGradientsOptimizer(PolicyOptimizer):
             for index in self.staleness.next_to_apply(indices):
                 if applied == self.grads_per_step:
                     break
-                gradients, info, rows = self._collect(index)
+                try:
+                    gradients, info, rows = self._collect(index)
+                except WorkerLostError as err:
+                    self.workers.recreate_worker(self._remote[index], err)
+                    self._dispatch(index)
+                    continue
                 with self._timed("apply"):
                     local.apply_gradients(gradients)
                 self.staleness.applied(index)

@@ -11,7 +11,7 @@ import numpy as np
 
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.policy.policy import Policy
-from hpcrl.policy.sample_batch import SampleBatch
+from hpcrl.policy.sample_batch import SampleBatch, concat_samples
 
 
 class PolicyOptimizer:
@@ -80,15 +80,22 @@ class PolicyOptimizer:
         }
 
     def save(self) -> dict[str, Any]:
-        """Counters, for checkpoints."""
-        return {
+        """Counters, and the state of the minibatch-order generator ``self._rng`` of
+        optimizers that shuffle, for checkpoints (plain values and arrays)."""
+        data: dict[str, Any] = {
             "num_steps_sampled": self.num_steps_sampled,
             "num_steps_trained": self.num_steps_trained,
         }
+        rng = getattr(self, "_rng", None)
+        if isinstance(rng, np.random.Generator):
+            data["rng"] = rng.bit_generator.state
+        return data
 
     def restore(self, data: dict[str, Any]) -> None:
         self.num_steps_sampled = int(data["num_steps_sampled"])
         self.num_steps_trained = int(data["num_steps_trained"])
+        if "rng" in data and isinstance(getattr(self, "_rng", None), np.random.Generator):
+            self._rng.bit_generator.state = data["rng"]
 
     def stop(self) -> None:
         """Release what the optimizer holds (the workers are stopped by their owner)."""
@@ -107,6 +114,20 @@ class _Timer:
 
     def __exit__(self, *exc: Any) -> None:
         self.timers[self.name] += time.perf_counter() - self.start
+
+
+def collect_samples(workers: WorkerSet, train_batch_size: int) -> SampleBatch:
+    """Every remote worker samples (the local worker when there are none), repeated
+    until at least ``train_batch_size`` rows are in; the batches concatenated."""
+    remote = workers.remote_workers()
+    batches: list[SampleBatch] = []
+    rows = 0
+    while rows < train_batch_size:
+        # A remote worker lost on the way is re-created and samples again: the batch is whole.
+        new = workers.call_remote("sample") if remote else [workers.local_worker().sample()]
+        batches.extend(new)
+        rows += sum(b.count for b in new)
+    return concat_samples(batches)
 
 
 def standardize_fields(batch: SampleBatch, fields: tuple[str, ...] | list[str]) -> SampleBatch:

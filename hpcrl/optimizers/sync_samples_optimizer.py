@@ -9,10 +9,11 @@ import numpy as np
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.optimizers.policy_optimizer import (
     PolicyOptimizer,
+    collect_samples,
     do_minibatch_sgd,
     standardize_fields,
 )
-from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, SampleBatch, concat_samples
+from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, SampleBatch
 
 
 class SyncSamplesOptimizer(PolicyOptimizer):
@@ -51,34 +52,28 @@ class SyncSamplesOptimizer(PolicyOptimizer):
         self._rng = np.random.default_rng(local.seed)
 
     def step(self) -> dict[str, Any]:
-        remote = self.workers.remote_workers()
-        local = self.workers.local_worker()
         with self._timed("sync_weights"):
             self.workers.sync_weights()
         with self._timed("sample"):
-            batches: list[SampleBatch] = []
-            rows = 0
-            while rows < self.train_batch_size:
-                if remote:
-                    new = self.backend.get(self.backend.call(remote, "sample"))
-                else:
-                    new = [local.sample()]
-                batches.extend(new)
-                rows += sum(b.count for b in new)
-            samples = concat_samples(batches)
+            samples = collect_samples(self.workers, self.train_batch_size)
         with self._timed("learn"):
             standardize_fields(samples, self.standardize_fields)
-            stats = do_minibatch_sgd(
-                samples,
-                local.get_policy(),
-                self.num_sgd_iter,
-                self.sgd_minibatch_size,
-                self._rng,
-            )
+            stats = self.learn_on_samples(samples)
         self.learner_stats = {DEFAULT_POLICY_ID: stats}
         self.num_steps_sampled += samples.count
         self.num_steps_trained += samples.count * self.num_sgd_iter
         return self.learner_stats
+
+    def learn_on_samples(self, samples: SampleBatch) -> dict[str, Any]:
+        """``num_sgd_iter`` epochs of minibatch SGD on the local worker's policy;
+        returns its learner stats (``DataParallelOptimizer`` learns elsewhere)."""
+        return do_minibatch_sgd(
+            samples,
+            self.workers.local_worker().get_policy(),
+            self.num_sgd_iter,
+            self.sgd_minibatch_size,
+            self._rng,
+        )
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "learner": self.learner_stats}

@@ -200,16 +200,51 @@ class Policy:
             raise ValueError(f"{type(self).__name__} has no weights; got {sorted(weights)}")
 
     def get_state(self) -> dict[str, Any]:
-        """Everything needed to restore this policy: weights, counters, exploration."""
-        return {
+        """Everything needed to restore this policy: weights, counters, exploration,
+        random generator states."""
+        state = {
             "weights": self.get_weights(),
             "global_timestep": self.global_timestep,
             "exploration": self.get_exploration_state(),
+            "np_random": self.np_random.bit_generator.state,
         }
+        space_rng = getattr(self.action_space, "_np_random", None)
+        if space_rng is not None:  # seeded: action_space.sample() draws from it
+            state["action_space_rng"] = space_rng.bit_generator.state
+        return state
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.set_weights(state["weights"])
+        """Restore ``get_state()``; keys it lacks (e.g. "weights") are left as they are."""
+        if "weights" in state:
+            self.set_weights(state["weights"])
         self.global_timestep = state.get("global_timestep", 0)
+        if "np_random" in state:
+            self.np_random.bit_generator.state = state["np_random"]
+        if "action_space_rng" in state:
+            self.action_space.np_random.bit_generator.state = state["action_space_rng"]
+
+    def export_checkpoint(self, export_dir: str) -> str:
+        """Write this policy (class, spaces, config, state) to ``export_dir`` as JSON and
+        HDF5, without pickle; ``Policy.from_checkpoint`` loads it. Returns the directory."""
+        from hpcrl.io.checkpoint import export_policy_checkpoint
+
+        return export_policy_checkpoint(self, export_dir)
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint_dir: str, policy_id: str | None = None, **config_overrides: Any
+    ) -> Policy:
+        """The policy exported to ``checkpoint_dir`` (``export_checkpoint``), or policy
+        ``policy_id`` of a trainer checkpoint (``Trainer.save``).
+
+        The class is this one when called on a subclass, else the recorded
+        ``module:qualname`` (imported as a module is; nothing is unpickled).
+        ``config_overrides`` replace recorded config keys (e.g. ``device``).
+        """
+        from hpcrl.io.checkpoint import load_policy_checkpoint
+
+        policy_class = None if cls is Policy else cls
+        return load_policy_checkpoint(checkpoint_dir, policy_class, policy_id, config_overrides)
 
     def get_initial_state(self) -> list[np.ndarray]:
         """Initial recurrent state for one agent (an empty list when not recurrent)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -227,10 +228,23 @@ class TorchPolicy(Policy):
         a batch already loaded is returned as it is."""
         return batch if isinstance(batch, _TensorBatch) else self.batch_to_tensors(batch)
 
-    def learn_on_batch(self, samples: SampleBatch) -> dict[str, Any]:
+    def learn_on_batch(
+        self,
+        samples: SampleBatch,
+        *,
+        reduce_gradients: Callable[[list[torch.nn.Parameter]], None] | None = None,
+    ) -> dict[str, Any]:
+        """One optimizer step on ``samples``; returns learner stats.
+
+        ``reduce_gradients(parameters)``, if given, runs after ``backward`` and
+        before ``extra_grad_process`` (clipping): a data-parallel learner
+        replaces the gradients there by their mean over all learners.
+        """
         loss, tensors = self.compute_loss(samples)
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if reduce_gradients is not None:
+            reduce_gradients(list(self.model.parameters()))
         info = self.extra_grad_process(self._optimizer, loss)
         self._optimizer.step()
         return self._learner_stats(loss, tensors, info)
@@ -287,6 +301,7 @@ class TorchPolicy(Policy):
         state = super().get_state()
         state["optimizer_state"] = _to_numpy(self._optimizer.state_dict())
         state["cur_lr"] = self.cur_lr
+        state["torch_generator"] = self.torch_generator.get_state().numpy()
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -295,6 +310,9 @@ class TorchPolicy(Policy):
             self._optimizer.load_state_dict(_to_torch(state["optimizer_state"]))
         if "cur_lr" in state:
             self.set_lr(state["cur_lr"])
+        if "torch_generator" in state:
+            generator_state = np.asarray(state["torch_generator"], dtype=np.uint8)
+            self.torch_generator.set_state(torch.from_numpy(generator_state.copy()))
 
     def get_initial_state(self) -> list[np.ndarray]:
         return [np.asarray(s) for s in self.model.get_initial_state()]

@@ -48,7 +48,10 @@ class ResultLogger:
         os.makedirs(trial_dir, exist_ok=True)
         self.trial_dir = trial_dir
         self._json = open(os.path.join(trial_dir, "result.json"), "a")  # noqa: SIM115
-        self._csv_file = open(os.path.join(trial_dir, "progress.csv"), "a", newline="")  # noqa: SIM115
+        csv_path = os.path.join(trial_dir, "progress.csv")
+        # A resumed trial appends under the header already there.
+        self._csv_header = _csv_header(csv_path)
+        self._csv_file = open(csv_path, "a", newline="")  # noqa: SIM115
         self._csv: csv.DictWriter | None = None
         self._tensorboard = EventFileWriter(trial_dir)
 
@@ -57,8 +60,10 @@ class ResultLogger:
         self._json.flush()
         flat = flatten_result(_json_safe(result))
         if self._csv is None:
-            self._csv = csv.DictWriter(self._csv_file, fieldnames=list(flat), extrasaction="ignore")
-            self._csv.writeheader()
+            fieldnames = self._csv_header or list(flat)
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=fieldnames, extrasaction="ignore")
+            if not self._csv_header:
+                self._csv.writeheader()
         self._csv.writerow(flat)
         self._csv_file.flush()
         scalars = {
@@ -72,3 +77,10 @@ class ResultLogger:
         self._json.close()
         self._csv_file.close()
         self._tensorboard.close()
+
+
+def _csv_header(path: str) -> list[str]:
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])

@@ -1,0 +1,293 @@
+"""Learner: one rank of a data-parallel learner group, as a backend actor.
+
+A learner holds a copy of the policy on its device and runs minibatch SGD on
+its shard of each train batch. After every backward pass the gradients of all
+learners are averaged by one all-reduce of one flat buffer (weighted by rows,
+so the result is the gradient of the mean loss over the global minibatch even
+when the learners' parts differ by a row); then the policy clips them
+(``extra_grad_process``) and its optimizer steps. Every learner applies the
+same averaged gradient to the same weights with the same optimizer state, so
+the weights stay identical on all of them.
+
+``torch.distributed`` is imported only when a learner joins a group of more
+than one, so ``import hpcrl`` does not load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from hpcrl.learners.rendezvous import Rendezvous
+from hpcrl.policy.policy import Policy
+from hpcrl.policy.sample_batch import SampleBatch
+from hpcrl.policy.torch_policy import TorchPolicy
+
+
+class CollectiveError(RuntimeError):
+    """An all-reduce failed: most often because another learner failed first."""
+
+
+class Learner:
+    """A policy copy in a torch.distributed process group (one rank).
+
+    Made by ``LearnerGroup`` through ``backend.spawn(Learner, ..., role="learner")``;
+    the group then calls ``describe``, ``open_store`` (learner 0), ``join``,
+    and per train batch ``set_policy_state``, ``learn`` and ``get_weights``.
+    A single learner (``world_size`` 1) makes no process group.
+
+    Args:
+        policy_class: a ``TorchPolicy`` subclass.
+        observation_space: the policy's observation space.
+        action_space: the policy's action space.
+        config: the policy config (``device`` is set by ``join``).
+        num_torch_threads: torch threads of this process (None: leave as is).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from hpcrl.algorithms.ppo import PPOTorchPolicy
+        >>> from hpcrl.learners.rendezvous import Rendezvous
+        >>> learner = Learner(PPOTorchPolicy, gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2),
+        ...                   {"model": {"fcnet_hiddens": [8]}})
+        >>> learner.join(Rendezvous(0, 1, 0, "localhost", 1), "gloo", "cpu", timeout_s=10)
+        >>> learner.policy.device, learner.rendezvous.world_size
+        (device(type='cpu'), 1)
+    """
+
+    def __init__(
+        self,
+        policy_class: type[Policy],
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        config: dict[str, Any],
+        num_torch_threads: int | None = None,
+    ) -> None:
+        self.policy_class = policy_class
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.config = dict(config)
+        if num_torch_threads:
+            torch.set_num_threads(num_torch_threads)
+        self.policy: Any = None
+        self.rendezvous: Rendezvous | None = None
+        self._store: Any = None
+        self._in_group = False
+        self._allreduce_s = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        """Where this learner runs: host name, ids of the CUDA devices it sees, pid."""
+        gpus = []
+        if torch.cuda.is_available():
+            gpus = [
+                str(torch.cuda.get_device_properties(i).uuid)
+                for i in range(torch.cuda.device_count())
+            ]
+        return {"host": socket.gethostname(), "gpus": gpus, "pid": os.getpid()}
+
+    def open_store(self, timeout_s: float) -> int:
+        """Learner 0: start the rendezvous store on a free port; returns the port."""
+        import torch.distributed as dist
+
+        self._store = dist.TCPStore(
+            "0.0.0.0",
+            0,
+            is_master=True,
+            wait_for_workers=False,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+        return int(self._store.port)
+
+    def join(self, rendezvous: Rendezvous, backend: str, device: str, timeout_s: float) -> None:
+        """Join the process group (blocks until every learner has) and build the policy.
+
+        Args:
+            rendezvous: this learner's rank, world size and the master's address.
+            backend: "nccl" or "gloo".
+            device: torch device of this learner ("cpu", "cuda:1").
+            timeout_s: seconds a collective may wait for the others before failing.
+        """
+        self.rendezvous = rendezvous
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        if rendezvous.world_size > 1:
+            _init_process_group(self._store, rendezvous, backend, device, timeout_s)
+            self._store = None  # the group holds it now
+            self._in_group = True
+        self.config["device"] = device
+        self.policy = self.policy_class(self.observation_space, self.action_space, self.config)
+        if not isinstance(self.policy, TorchPolicy):
+            raise TypeError(
+                f"data-parallel learners need a TorchPolicy (its learn_on_batch averages "
+                f"gradients across learners); {self.policy_class.__name__} is not one: set "
+                "num_learners=1 and num_gpus_per_learner=0 for it"
+            )
+
+    def set_policy_state(self, state: dict[str, Any]) -> None:
+        """Weights, counters and coefficients (e.g. PPO's ``kl_coeff``) from the driver's
+        policy; this learner keeps its own optimizer state."""
+        self.policy.set_state(state)
+
+    def learn(self, shard: SampleBatch, epochs: Sequence[Sequence[np.ndarray]]) -> dict[str, Any]:
+        """SGD over ``shard``: ``epochs[e][j]`` are the rows of minibatch ``j`` of epoch ``e``.
+
+        Every learner of the group must get the same number of minibatches per
+        epoch (one all-reduce each). Returns the learner stats averaged over
+        the last epoch's minibatches (``stats``), the rows they covered
+        (``rows``), and the seconds spent here in all (``sgd_s``) and in
+        all-reduces (``allreduce_s``).
+        """
+        try:
+            return self._learn(shard, epochs)
+        except Exception:
+            # Leaving the group closes this learner's connections, so learners waiting
+            # for it in an all-reduce fail now instead of at the group's timeout.
+            self._leave_group()
+            raise
+
+    def _learn(self, shard: SampleBatch, epochs: Sequence[Sequence[np.ndarray]]) -> dict[str, Any]:
+        if self.rendezvous.world_size > 1 and not self._in_group:
+            raise RuntimeError(
+                "this learner left its process group after an error and would now learn "
+                "alone; start a new learner group (a new trainer)"
+            )
+        start = time.perf_counter()
+        self._allreduce_s = 0.0
+        loaded = self.policy.load_batch(shard)
+        last_stats: list[dict[str, Any]] = []
+        last_rows: list[int] = []
+        for epoch, minibatches in enumerate(epochs):
+            for rows in minibatches:
+                reduce = None
+                if self._in_group:
+                    reduce = functools.partial(self._all_reduce, rows=len(rows))
+                stats = self.policy.learn_on_batch(loaded.take(rows), reduce_gradients=reduce)
+                if epoch == len(epochs) - 1:
+                    last_stats.append(stats)
+                    last_rows.append(len(rows))
+        return {
+            "stats": mean_stats(last_stats, last_rows),
+            "rows": sum(last_rows),
+            "sgd_s": time.perf_counter() - start,
+            "allreduce_s": self._allreduce_s,
+        }
+
+    def _all_reduce(self, parameters: Sequence[torch.nn.Parameter], rows: int) -> None:
+        start = time.perf_counter()
+        all_reduce_gradients(parameters, rows)
+        self._allreduce_s += time.perf_counter() - start
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self.policy.get_weights()
+
+    def get_optimizer_state(self) -> Any:
+        """The policy's optimizer state as numpy arrays and plain values."""
+        return self.policy.get_state()["optimizer_state"]
+
+    def set_optimizer_state(self, optimizer_state: Any) -> None:
+        self.policy.set_state({**self.policy.get_state(), "optimizer_state": optimizer_state})
+
+    def stop(self) -> None:
+        self._leave_group()
+
+    def _leave_group(self) -> None:
+        if self._in_group:
+            import torch.distributed as dist
+
+            self._in_group = False
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+
+
+def _init_process_group(
+    store: Any, rendezvous: Rendezvous, backend: str, device: str, timeout_s: float
+) -> None:
+    import torch.distributed as dist
+
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if backend == "nccl":
+        # On a collective timeout, tear the communicator down and end the process
+        # rather than leave it blocked on a GPU stream.
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    if store is None:
+        # Under torchrun, its agent already serves the store at MASTER_PORT.
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(
+            rendezvous.master_addr,
+            rendezvous.master_port,
+            world_size=rendezvous.world_size,
+            is_master=rendezvous.is_master and not agent_store,
+            timeout=timeout,
+        )
+    dist.init_process_group(
+        backend,
+        store=store,
+        rank=rendezvous.rank,
+        world_size=rendezvous.world_size,
+        timeout=timeout,
+        **({"device_id": torch.device(device)} if backend == "nccl" else {}),
+    )
+
+
+def all_reduce_gradients(parameters: Sequence[torch.nn.Parameter], rows: int) -> None:
+    """Replace each gradient by the row-weighted mean of that gradient over all learners.
+
+    One all-reduce of one flat buffer: every gradient times ``rows``, then one
+    flag per parameter (1 if it has a gradient here) and ``rows``. After the
+    sum, gradients are divided by the total rows; a parameter without a
+    gradient on every learner keeps none. With losses that are means over the
+    minibatch this is the gradient of the mean loss over the union of the
+    learners' minibatches.
+
+    Raises:
+        CollectiveError: the all-reduce failed (another learner left or timed out).
+    """
+    import torch.distributed as dist
+
+    params = [p for p in parameters if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads]).mul_(float(rows))
+    flags = [1.0 if p.grad is not None else 0.0 for p in params]
+    meta = torch.tensor([*flags, float(rows)], dtype=flat.dtype, device=flat.device)
+    buffer = torch.cat([flat, meta])
+    try:
+        dist.all_reduce(buffer)
+    except Exception as err:
+        raise CollectiveError(
+            f"gradient all-reduce failed ({err}); another learner probably failed first"
+        ) from err
+    size = flat.numel()
+    mean = buffer[:size].div_(buffer[-1])
+    has_grad = buffer[size:-1].tolist()
+    offset = 0
+    for param, flag in zip(params, has_grad):
+        count = param.numel()
+        param.grad = mean[offset : offset + count].view_as(param) if flag > 0 else None
+        offset += count
+
+
+def mean_stats(stats: Sequence[dict[str, Any]], weights: Sequence[float]) -> dict[str, float]:
+    """Weighted mean of each numeric stat (``weights``: e.g. rows per minibatch).
+
+    Example:
+        >>> mean_stats([{"loss": 1.0, "name": "x"}, {"loss": 4.0}], [1, 2])
+        {'loss': 3.0}
+    """
+    totals: dict[str, float] = defaultdict(float)
+    weight_sums: dict[str, float] = defaultdict(float)
+    for entry, weight in zip(stats, weights):
+        for key, value in entry.items():
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                totals[key] += float(value) * weight
+                weight_sums[key] += weight
+    return {key: totals[key] / weight_sums[key] for key in totals if weight_sums[key] > 0}

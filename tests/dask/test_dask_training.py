@@ -1,0 +1,191 @@
+"""Training on the Dask backend against a real LocalCluster: the algorithms, the same
+weights as on ``local``, a worker process killed with SIGKILL mid-iteration, the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from hpcrl.algorithms.registry import get_trainer_class
+from hpcrl.backends import WorkerLostError
+from hpcrl.env.registry import register_env
+
+pytest.importorskip("distributed")
+from hpcrl.backends.dask import start_local_cluster  # noqa: E402 - needs distributed
+
+
+class SignallingCartPole(gym.Wrapper):
+    """CartPole. On worker 1, after ``signal_after`` steps, it writes its pid to
+    ``pid_file`` (once per run) and pauses, so the test can kill the process mid-sample."""
+
+    def __init__(self, context):
+        super().__init__(gym.make("CartPole-v1"))
+        self.context = context
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        context = self.context
+        if context.get("pid_file") and context.worker_index == 1 and context.vector_index == 0:
+            path = Path(context["pid_file"])
+            if self.steps >= context["signal_after"] and not path.exists():
+                path.write_text(str(os.getpid()))
+                time.sleep(10)  # killed during this pause
+        return self.env.step(action)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """One real LocalCluster for this module: three worker processes, one thread each."""
+    cluster = start_local_cluster(3)
+    yield cluster
+    cluster.close()
+
+
+def config_for(algo: str, address: str, **extra) -> dict:
+    config = {
+        "backend": "dask",
+        "dask_address": address,
+        "num_workers": 2,
+        "seed": 7,
+        "num_envs_per_worker": 2,
+        "rollout_fragment_length": 32,
+        "vectorization_mode": "sync",
+        "model": {"fcnet_hiddens": [16]},
+    }
+    if algo == "PPO":
+        config.update(train_batch_size=128, sgd_minibatch_size=64, num_sgd_iter=2)
+    if algo == "A3C":
+        config.update(grads_per_step=6)
+    config.update(extra)
+    return config
+
+
+@pytest.mark.parametrize("algo", ["PPO", "A3C", "PG", "A2C"])
+def test_algorithms_train_on_dask(algo, dask_cluster):
+    config = config_for(algo, dask_cluster.scheduler_address)
+    trainer = get_trainer_class(algo)(config, "CartPole-v1")
+    try:
+        pids = [actor.pid for actor in trainer.workers.remote_workers()]
+        assert len(set(pids)) == 2 and os.getpid() not in pids
+        for _ in range(2):
+            result = trainer.train()
+        assert result["training_iteration"] == 2 and result["timesteps_total"] > 0
+        assert result["num_healthy_workers"] == 2 and result["num_worker_restarts"] == 0
+        assert np.isfinite(result["info"]["learner"]["default_policy"]["policy_loss"])
+    finally:
+        trainer.stop()
+
+
+def test_same_weights_on_dask_and_local(dask_cluster):
+    # Dask workers run one torch thread; so does the local run here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        weights = {}
+        for backend in ("local", "dask"):
+            config = config_for("PPO", dask_cluster.scheduler_address, backend=backend)
+            if backend == "local":
+                del config["dask_address"]
+            trainer = get_trainer_class("PPO")(config, "CartPole-v1")
+            for _ in range(3):
+                trainer.train()
+            weights[backend] = trainer.get_weights()["default_policy"]
+            trainer.stop()
+    finally:
+        torch.set_num_threads(threads)
+    assert weights["local"].keys() == weights["dask"].keys()
+    for key, value in weights["local"].items():
+        np.testing.assert_array_equal(value, weights["dask"][key])
+
+
+def kill_when_signalled(pid_file: Path, killed: list[int]) -> threading.Thread:
+    """A thread that sends SIGKILL to the pid the env writes to ``pid_file``."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("algo", ["PPO", "A3C"])
+def test_worker_killed_mid_iteration_is_recreated(algo, dask_cluster, tmp_path):
+    register_env("signalling_cartpole", SignallingCartPole)
+    pid_file = tmp_path / "pid"
+    # Worker 1 signals in the second iteration (PPO: 64 steps per env and iteration;
+    # A3C: about 3 fragments of 32 per worker and iteration).
+    env_config = {"pid_file": str(pid_file), "signal_after": 100 if algo == "PPO" else 200}
+    config = config_for(algo, dask_cluster.scheduler_address, env_config=env_config)
+    trainer = get_trainer_class(algo)(config, "signalling_cartpole")
+    killed: list[int] = []
+    thread = kill_when_signalled(pid_file, killed)
+    try:
+        results = [trainer.train() for _ in range(4)]
+        thread.join(timeout=5)
+        pids = [actor.pid for actor in trainer.workers.remote_workers()]
+    finally:
+        trainer.stop()
+    assert len(killed) == 1 and killed[0] not in pids
+    assert [r["training_iteration"] for r in results] == [1, 2, 3, 4]
+    restarts = [r["num_worker_restarts"] for r in results]
+    assert restarts[-1] == 1 and restarts[0] == 0, restarts
+    assert all(r["num_healthy_workers"] == 2 for r in results)
+    if algo == "PPO":
+        # The iteration of the loss still gathered a whole train batch.
+        hit = restarts.index(1)
+        assert results[hit]["timesteps_this_iter"] >= 128
+        assert all(r["timesteps_this_iter"] >= 128 for r in results)
+
+
+def test_with_recreation_off_the_error_names_the_lost_worker(dask_cluster, tmp_path):
+    register_env("signalling_cartpole", SignallingCartPole)
+    pid_file = tmp_path / "pid"
+    env_config = {"pid_file": str(pid_file), "signal_after": 1}
+    config = config_for(
+        "PPO", dask_cluster.scheduler_address, env_config=env_config, recreate_failed_workers=False
+    )
+    trainer = get_trainer_class("PPO")(config, "signalling_cartpole")
+    killed: list[int] = []
+    kill_when_signalled(pid_file, killed)
+    try:
+        with pytest.raises(WorkerLostError) as info:
+            trainer.train()
+    finally:
+        trainer.stop()
+    message = str(info.value)
+    assert "rollout worker 1 (Dask worker tcp://127.0.0.1:" in message
+    assert f"pid {killed[0]}) was lost" in message and "killed by signal 9" in message
+    assert "recreate_failed_workers is off; set it to True" in message
+
+
+def test_cli_joins_a_dask_cluster(dask_cluster, tmp_path):
+    args = [
+        sys.executable, "-m", "hpcrl", "train", "--run", "PG", "--env", "CartPole-v1",
+        "--dask-address", dask_cluster.scheduler_address, "--num-workers", "2",
+        "--local-dir", str(tmp_path), "-q", "--stop", '{"training_iteration": 2}',
+        "--config", '{"model": {"fcnet_hiddens": [8]}}',
+    ]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "done: stopped by training_iteration after 2 iterations" in out.stdout
+    assert "started a Dask LocalCluster" not in out.stdout
+    params = next(tmp_path.glob("*/*/params.json")).read_text()
+    assert '"backend": "dask"' in params and dask_cluster.scheduler_address in params
