@@ -110,7 +110,7 @@ def test_preempted_mpi_job_checkpoints_requeues_resumes_and_finishes(slurm, tmp_
         time.sleep(0.2)
     slurm.scancel("--signal=USR1", "--batch", job)
 
-    fields = slurm.wait(job, timeout=600, restarts=1)
+    fields = slurm.wait(job, timeout=300, restarts=1)
     log = job_output(tmp_path)
     assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", log
     assert "requeueing job" in log
