@@ -50,6 +50,7 @@ from hpcrl.backends.base import (
     WorkerTimeoutError,
     picklable_error,
 )
+from hpcrl.tune.preemption import PREEMPTION_SIGNALS
 
 TAG_REQUEST = 11
 TAG_RESULT = 12
@@ -470,9 +471,6 @@ def serve(comm: Any) -> None:
         comm.Abort(1)
 
 
-PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
-
-
 def _leave_preemption_signals_to_the_driver() -> None:
     """Worker ranks ignore SIGTERM and SIGUSR1.
 
@@ -484,8 +482,8 @@ def _leave_preemption_signals_to_the_driver() -> None:
     """
     if threading.current_thread() is not threading.main_thread():
         return
-    for name in PREEMPTION_SIGNALS:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for signum in PREEMPTION_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class _Server:
