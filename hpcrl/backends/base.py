@@ -44,9 +44,11 @@ class WorkerTimeoutError(RuntimeError):
 
 
 def picklable_error(err: BaseException) -> BaseException | str:
-    """The exception if it pickles (to send it to the driver), else its repr."""
+    """The exception if it survives a pickle round trip (to send it to the driver),
+    else its repr: some exceptions pickle but do not unpickle (e.g. ones with
+    required keyword arguments), which would fail on the driver instead."""
     try:
-        pickle.dumps(err)
+        pickle.loads(pickle.dumps(err))
         return err
     except Exception:  # noqa: BLE001 - anything pickle cannot do
         return repr(err)

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from hpcrl.backends.base import Backend, Future, RemoteError
+from hpcrl.backends.base import Backend, Future, RemoteError, picklable_error
 
 
 def dumps(obj: Any) -> bytes:
@@ -247,23 +247,13 @@ def serve(fd: int) -> None:
                 value = getattr(actor, method)(*args, **kwargs)
             reply = dumps((True, value, None))
         except Exception as err:  # noqa: BLE001 - sent to the driver with its traceback
-            reply = dumps((False, _portable_error(err), traceback.format_exc()))
+            reply = dumps((False, picklable_error(err), traceback.format_exc()))
         try:
             connection.send_bytes(reply)
         except OSError:
             break
     if actor is not None and hasattr(actor, "stop"):
         actor.stop()
-
-
-def _portable_error(err: BaseException) -> BaseException | str:
-    """The exception if it survives a pickle round trip (some pickle but do not
-    unpickle, e.g. with required keyword arguments), else its repr."""
-    try:
-        pickle.loads(pickle.dumps(err))
-        return err
-    except Exception:  # noqa: BLE001
-        return repr(err)
 
 
 if __name__ == "__main__":
