@@ -6,15 +6,24 @@ Run with three ranks (rank 0 drives, ranks 1 and 2 are workers):
 
 One synchronous round = broadcast ``--weights-kb`` of weights to the two
 workers, then gather a ``--batch-kb`` sample batch from each. It is timed
-twice in the same run:
+two ways in the same run:
 
 - raw: ``Bcast`` of one float32 buffer, then ``Gatherv`` of one float32
-  buffer per worker (every rank runs this phase first);
+  buffer per worker, every rank inside the calls;
 - backend: ``MPIBackend.broadcast(actors, "set_weights", weights)`` of a dict
   of arrays, then ``backend.get(backend.call(actors, "sample"))`` returning a
   SampleBatch of several columns, as a synchronous optimizer does.
 
-Target: backend round <= 3x the raw round (median over ``--rounds``). Then
+For reference it also times the bare protocol: the backend's messages (a
+small request to each worker, the ``Bcast``, a small request to each, one
+answer of the batch's size from each), polled as the backend polls, with
+preallocated buffers and no packing; the gap between it and the backend is
+the Python handling of each message.
+
+The kinds alternate in ``--blocks`` blocks of ``--rounds`` rounds each (the
+workers run their raw and bare rounds from inside an actor call), so that all
+see the same machine: on a shared or virtual machine the speed of every round
+drifts over seconds. Target: median backend round <= 3x the median raw round. Then
 it prints RolloutWorker sampling steps/s on CartPole-v1 with 1 and with 2
 worker ranks sampling at once.
 """
@@ -22,6 +31,7 @@ worker ranks sampling at once.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -35,7 +45,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights-kb", type=float, default=100.0)
     parser.add_argument("--batch-kb", type=float, default=100.0)
-    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=100, help="rounds per block")
+    parser.add_argument("--blocks", type=int, default=20, help="blocks of each kind, alternating")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--target", type=float, default=3.0)
     parser.add_argument("--num-envs", type=int, default=64, help="envs per worker (sampling)")
@@ -72,24 +83,30 @@ class BatchServer:
     def sample(self) -> SampleBatch:
         return self.batch
 
+    def raw_rounds(self, weights_kb: float, batch_kb: float, rounds: int) -> None:
+        """This worker rank's side of ``rounds`` raw rounds (rank 0 runs the same)."""
+        raw_round = make_raw_round(weights_kb, batch_kb)
+        for _ in range(rounds):
+            raw_round()
 
-def time_rounds(round_fn, rounds: int, warmup: int) -> float:
-    for _ in range(warmup):
-        round_fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        round_fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    def bare_rounds(self, weights_kb: float, batch_kb: float, rounds: int) -> None:
+        """This worker rank's side of ``rounds`` bare-protocol rounds."""
+        comm = MPI.COMM_WORLD
+        weights = np.empty(int(weights_kb * 1024 // 4), dtype=np.float32)
+        answer = np.ones(int(batch_kb * 1024 // 4), dtype=np.float32)
+        for _ in range(rounds):
+            poll(comm, 0, TAG_BARE_REQUEST)  # "a broadcast follows"
+            comm.Bcast(weights, root=0)
+            poll(comm, 0, TAG_BARE_REQUEST)  # "sample"
+            comm.Send(answer, dest=0, tag=TAG_BARE_ANSWER)
 
 
-def raw_phase(args: argparse.Namespace) -> float | None:
-    """Bcast + Gatherv with plain mpi4py on every rank; rank 0 returns the median round."""
+def make_raw_round(weights_kb: float, batch_kb: float):
+    """One raw round for this rank: ``Bcast`` of the weights, ``Gatherv`` of a batch."""
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    weights = np.ones(int(args.weights_kb * 1024 // 4), dtype=np.float32)
-    part = int(args.batch_kb * 1024 // 4)
+    weights = np.ones(int(weights_kb * 1024 // 4), dtype=np.float32)
+    part = int(batch_kb * 1024 // 4)
     send = np.ones(part if rank else 0, dtype=np.float32)
     counts = [0] + [part] * (size - 1)
     recv = np.empty(sum(counts), dtype=np.float32) if rank == 0 else None
@@ -98,32 +115,97 @@ def raw_phase(args: argparse.Namespace) -> float | None:
         comm.Bcast(weights, root=0)
         comm.Gatherv(send, (recv, counts) if rank == 0 else None, root=0)
 
-    comm.Barrier()
-    median = time_rounds(one_round, args.rounds, args.warmup)
-    return median if rank == 0 else None
+    return one_round
+
+
+TAG_BARE_REQUEST, TAG_BARE_ANSWER = 901, 902
+
+
+def poll(comm, source: int, tag: int) -> np.ndarray:
+    """Receive one message by polling, yielding the core between polls."""
+    status = MPI.Status()
+    while True:
+        message = comm.Improbe(source=source, tag=tag, status=status)
+        if message is not None:
+            buffer = np.empty(status.Get_count(), dtype=np.uint8)
+            message.Recv(buffer)
+            return buffer
+        os.sched_yield()
+
+
+def make_bare_round(weights_kb: float):
+    """Rank 0's side of one bare-protocol round: the backend's messages (a small
+    request to each worker, the ``Bcast``, a small request to each, one answer
+    from each), polled like the backend polls, without packing anything."""
+    comm = MPI.COMM_WORLD
+    workers = range(1, comm.Get_size())
+    weights = np.ones(int(weights_kb * 1024 // 4), dtype=np.float32)
+    request = np.zeros(16, dtype=np.uint8)
+
+    def one_round() -> None:
+        for rank in workers:
+            comm.Send(request, dest=rank, tag=TAG_BARE_REQUEST)
+        comm.Bcast(weights, root=0)
+        for rank in workers:
+            comm.Send(request, dest=rank, tag=TAG_BARE_REQUEST)
+        for _ in workers:
+            poll(comm, MPI.ANY_SOURCE, TAG_BARE_ANSWER)
+
+    return one_round
+
+
+def time_rounds(round_fn, rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        round_fn()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
     args = parse_args()
-    raw = raw_phase(args)
     from hpcrl.backends.mpi import MPIBackend  # worker ranks serve from here on
 
     backend = MPIBackend(timeout_s=120)
     actors = backend.spawn(BatchServer, args.batch_kb, count=backend.max_actors())
     weights = {"default_policy": {"w": np.ones(int(args.weights_kb * 1024 // 4), np.float32)}}
+    raw_round = make_raw_round(args.weights_kb, args.batch_kb)
+    bare_round = make_bare_round(args.weights_kb)
 
-    def one_round() -> None:
+    def backend_round() -> None:
         backend.broadcast(actors, "set_weights", weights)
         backend.get(backend.call(actors, "sample"))
 
-    through_backend = time_rounds(one_round, args.rounds, args.warmup)
-    ratio = through_backend / raw
+    def worker_block(method: str, round_fn, rounds: int) -> list[float]:
+        """``rounds`` rounds that the workers run from inside an actor call."""
+        futures = backend.call(actors, method, args.weights_kb, args.batch_kb, rounds)
+        times = time_rounds(round_fn, rounds)
+        backend.get(futures)
+        return times
+
+    worker_block("raw_rounds", raw_round, args.warmup)
+    worker_block("bare_rounds", bare_round, args.warmup)
+    time_rounds(backend_round, args.warmup)
+    raw, bare, through_backend = [], [], []
+    for _ in range(args.blocks):
+        raw += worker_block("raw_rounds", raw_round, args.rounds)
+        bare += worker_block("bare_rounds", bare_round, args.rounds)
+        through_backend += time_rounds(backend_round, args.rounds)
+    raw_median = statistics.median(raw)
+    bare_median = statistics.median(bare)
+    backend_median = statistics.median(through_backend)
+    ratio = backend_median / raw_median
     print(
         f"one round: broadcast {args.weights_kb:g} KB, gather {args.batch_kb:g} KB from each of "
-        f"{len(actors)} workers; median of {args.rounds} rounds"
+        f"{len(actors)} workers; median of {args.blocks} x {args.rounds} rounds, alternating"
     )
-    print(f"  raw mpi4py Bcast + Gatherv : {raw * 1e6:8.1f} us")
-    print(f"  hpcrl MPI backend          : {through_backend * 1e6:8.1f} us")
+    print(f"  raw mpi4py Bcast + Gatherv : {raw_median * 1e6:8.1f} us")
+    print(
+        f"  bare protocol, no packing  : {bare_median * 1e6:8.1f} us "
+        f"({bare_median / raw_median:.2f}x raw)"
+    )
+    print(f"  hpcrl MPI backend          : {backend_median * 1e6:8.1f} us")
     verdict = "PASS" if ratio <= args.target else "FAIL"
     print(f"  ratio {ratio:.2f} (target <= {args.target:g}) -> {verdict}")
 
