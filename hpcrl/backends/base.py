@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pickle
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -41,6 +41,14 @@ class WorkerLostError(RemoteError):
 
 class WorkerTimeoutError(RuntimeError):
     """An actor did not answer a call within the backend's timeout."""
+
+    @classmethod
+    def for_calls(cls, where: str, timeout: float, methods: Iterable[str]) -> WorkerTimeoutError:
+        """The error for calls of ``methods`` unanswered at ``where`` after ``timeout`` s."""
+        return cls(
+            f"{where} did not answer within {timeout:g}s (calls: {sorted(set(methods))}); "
+            "raise worker_timeout_s if they are just slow"
+        )
 
 
 def picklable_error(err: BaseException) -> BaseException | str:

@@ -473,10 +473,8 @@ class DaskBackend(Backend):
         self.client.sync(self._wait_on_loop, dask_futures, num_returns, timeout)
         if raise_on_timeout and sum(f.done() for f in dask_futures) < num_returns:
             late = [f for f in dask_futures if not f.done()]
-            raise WorkerTimeoutError(
-                f"{', '.join(sorted({f.where for f in late}))} did not answer within "
-                f"{timeout:g}s (calls: {sorted({f.method for f in late})}); raise "
-                "worker_timeout_s if they are just slow"
+            raise WorkerTimeoutError.for_calls(
+                ", ".join(sorted({f.where for f in late})), timeout, (f.method for f in late)
             )
 
     async def _wait_on_loop(

@@ -420,10 +420,10 @@ class MPIBackend(Backend):
                 if not raise_on_timeout:
                     return
                 late = [f for f in futures if f.call_id not in self._results]
-                raise WorkerTimeoutError(
-                    f"MPI rank(s) {sorted({f.rank for f in late})} did not answer within "
-                    f"{timeout:g}s (calls: {sorted({f.method for f in late})}); "
-                    "raise worker_timeout_s if they are just slow"
+                raise WorkerTimeoutError.for_calls(
+                    f"MPI rank(s) {sorted({f.rank for f in late})}",
+                    timeout,
+                    (f.method for f in late),
                 )
             backoff.pause()
 
