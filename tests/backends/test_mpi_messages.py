@@ -36,8 +36,9 @@ def test_sample_batch_columns_come_back_equal_writable_and_aligned():
 def test_arrays_are_not_copied_through_the_pickle_stream():
     big = np.full(100_000, 3.0)
     message = _pack({"w": big})
-    stream_size = int(message[8:16].view(np.int64)[0])
-    assert stream_size < 1_000  # the stream holds dtype and shape only
+    stream_size, region_start = message[:16].view(np.int64).tolist()
+    assert stream_size < 1_000  # the stream holds dtype, shape and place only
+    assert message.nbytes - region_start == big.nbytes
     np.testing.assert_array_equal(_unpack(message)["w"], big)
 
 
@@ -65,8 +66,28 @@ def test_objects_pickle_cannot_handle_go_through_cloudpickle():
     assert out["objects"][0] == {"a": 1}
 
 
-def test_a_request_without_arrays_is_plain_pickle():
+def test_a_request_without_arrays_is_its_pickle_stream_alone():
     request = ("sample", 3, ((), {"explore": True}), None)
     message = _pack(request)
-    assert int(message[:8].view(np.int64)[0]) == 0  # no array part
+    stream_size, region_start = message[:16].view(np.int64).tolist()
+    assert region_start == message.nbytes == 16 + stream_size  # no array region
     assert round_trip(request) == request
+
+
+def test_columns_of_a_batch_are_views_of_the_message():
+    batch = SampleBatch({"obs": np.ones((5, 3), np.float32), "t": np.arange(5)})
+    message = _pack(batch)
+    out = _unpack(message)
+    out["t"][0] = 99  # writes into the message: nothing was copied on the way out
+    assert np.shares_memory(out["t"], message) and np.shares_memory(out["obs"], message)
+    assert batch["t"][0] == 0
+
+
+def test_an_array_reduced_while_another_message_is_packed_gets_its_own_message():
+    class PacksOnPickle:
+        def __reduce__(self):
+            return (_unpack, (_pack({"inner": np.arange(3)}),))
+
+    out = round_trip({"nested": PacksOnPickle(), "outer": np.arange(4.0)})
+    np.testing.assert_array_equal(out["outer"], np.arange(4.0))
+    np.testing.assert_array_equal(out["nested"]["inner"], np.arange(3))
