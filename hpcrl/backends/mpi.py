@@ -109,7 +109,9 @@ class _Packer(threading.local):
         offset = -(-self.size // _ALIGN) * _ALIGN
         self.arrays.append((array, offset))
         self.size = offset + array.nbytes
-        return _array_in_message, (offset, array.dtype.str, array.shape)
+        dtype = array.dtype
+        # The short string names plain dtypes; a structured one (fields) goes whole.
+        return _array_in_message, (offset, dtype.str if dtype.names is None else dtype, array.shape)
 
     def pack(self, obj: Any) -> np.ndarray:
         if self.busy:  # an object's reduction packs another message
@@ -162,7 +164,7 @@ _packer = _Packer()
 _region = threading.local()  # the array region of the message being unpacked
 
 
-def _array_in_message(offset: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+def _array_in_message(offset: int, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.ndarray(shape, dtype, _region.current, offset)
 
 

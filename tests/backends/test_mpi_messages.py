@@ -50,6 +50,8 @@ def test_arrays_are_not_copied_through_the_pickle_stream():
         np.zeros((0, 3), dtype=np.float32),
         np.array(5, dtype=np.int16),  # 0-d
         np.array(["a", "bc"]),
+        np.array([(1.5, 2), (3.0, 4)], dtype=[("x", "<f4"), ("y", "<i8")]),  # structured
+        np.arange(3).astype("datetime64[s]"),  # no buffer format: copied by numpy
     ],
 )
 def test_any_numeric_layout_round_trips(array):
