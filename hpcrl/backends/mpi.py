@@ -14,9 +14,9 @@ array is copied through pickle and the receiver's arrays are views of the
 received buffer. This departs from ``mpi4py.util.pkl5``, which sends the
 pickle and each out-of-band buffer as separate messages and lets numpy reduce
 each array: measured on a five-column sample batch, that took about three
-times as long per message. ``broadcast`` of a dict of arrays (weights) is one
-``Bcast`` of one flat byte buffer. Waiting for any result is ``Improbe`` on
-``ANY_SOURCE``.
+times as long per message. ``broadcast`` packs its payload (weights) once, the
+same way, and sends it as one ``Bcast`` of that byte buffer. Waiting for any
+result is ``Improbe`` on ``ANY_SOURCE``.
 
 Failure: an exception in an actor comes back to rank 0 as a ``RemoteError``
 naming the rank and carrying its traceback. An exception that leaves rank 0
@@ -80,6 +80,10 @@ _HEAD = struct.Struct("<qq")  # a message starts with: length of the pickle stre
 # offset of the array region; the stream follows, then the region
 
 
+def _aligned(offset: int) -> int:
+    return -(-offset // _ALIGN) * _ALIGN
+
+
 class _Packer(threading.local):
     """Packs objects into messages; one per thread, its pickler reused from call to call.
 
@@ -106,7 +110,7 @@ class _Packer(threading.local):
             return array.__reduce_ex__(5)
         if not array.flags.c_contiguous:
             array = np.ascontiguousarray(array)
-        offset = -(-self.size // _ALIGN) * _ALIGN
+        offset = _aligned(self.size)
         self.arrays.append((array, offset))
         self.size = offset + array.nbytes
         dtype = array.dtype
@@ -142,13 +146,13 @@ class _Packer(threading.local):
 
     def layout(self, stream: memoryview) -> np.ndarray:
         length = len(stream)
-        start = 16 + length
+        start = _HEAD.size + length
         if self.arrays:
-            start = -(-start // _ALIGN) * _ALIGN
+            start = _aligned(start)
         out = np.empty(start + self.size, dtype=np.uint8)
         _HEAD.pack_into(out, 0, length, start)
         view = memoryview(out)
-        view[16 : 16 + length] = stream
+        view[_HEAD.size : _HEAD.size + length] = stream
         stream.release()
         for array, offset in self.arrays:
             begin = start + offset
@@ -188,7 +192,7 @@ def _unpack(message: np.ndarray) -> Any:
     previous = getattr(_region, "current", None)
     _region.current = message[start:]
     try:
-        return pickle.loads(message[16 : 16 + length])
+        return pickle.loads(message[_HEAD.size : _HEAD.size + length])
     finally:
         _region.current = previous
 
@@ -332,17 +336,14 @@ class MPIBackend(Backend):
         return done, [f for f in futures if f.call_id not in self._results]
 
     def broadcast(self, actors: Sequence[MPIActor], method: str, payload: Any) -> None:
-        """``method(payload)`` on each actor; a dict of arrays (e.g. weights by policy)
-        goes as one ``Bcast`` of one flat buffer, anything else as one pickled ``bcast``.
+        """``method(payload)`` on each actor; the payload (e.g. weights by policy) is
+        packed once, as any message is, and goes to every rank as one ``Bcast``.
 
         Returns once the payload is sent. Each rank runs requests in order, so
         every later call sees the payload applied; a failure to apply it is
         raised by the next wait for results.
         """
-        header, buffer = _flatten_arrays(payload)
-        if header is None:
-            buffer = _pack(payload)
-            header = {"nbytes": buffer.nbytes, "entries": None}
+        buffer = _pack(payload)
         targets = {actor.rank for actor in actors}
         for rank in range(1, self.size):
             call_id = -1
@@ -350,7 +351,7 @@ class MPIBackend(Backend):
                 call_id = next(self._call_ids)
                 self._pending[call_id] = MPIFuture(self, call_id, rank, method)
                 self._unanswered.add(call_id)
-            _send(self.comm, ("__bcast__", call_id, method, header), rank, TAG_REQUEST)
+            _send(self.comm, ("__bcast__", call_id, method, buffer.nbytes), rank, TAG_REQUEST)
         self.comm.Bcast(buffer, root=0)
 
     def kill(self, actor: MPIActor) -> None:
@@ -502,13 +503,13 @@ class _Server:
         self.comm = comm
         self.actor: Any = None
 
-    def handle(self, method: str, call_id: int, payload: Any, header: Any) -> bool:
+    def handle(self, method: str, call_id: int, payload: Any, bcast_nbytes: int | None) -> bool:
         """Carry out one request; False once the driver has shut the job down."""
         if method == "__shutdown__":
             self._stop_actor()
             return False
         if method == "__bcast__":
-            value = self._join_broadcast(header)
+            value = self._join_broadcast(bcast_nbytes)
             if call_id >= 0:  # this rank's actor is one of the targets
                 self._answer(call_id, lambda: getattr(self.actor, payload)(value), quiet=True)
         elif method == "__spawn__":
@@ -529,12 +530,10 @@ class _Server:
         if actor is not None and hasattr(actor, "stop"):
             actor.stop()
 
-    def _join_broadcast(self, header: dict[str, Any]) -> Any:
-        buffer = np.empty(header["nbytes"], dtype=np.uint8)
+    def _join_broadcast(self, nbytes: int) -> Any:
+        buffer = np.empty(nbytes, dtype=np.uint8)
         self.comm.Bcast(buffer, root=0)
-        if header["entries"] is None:
-            return _unpack(buffer)
-        return _unflatten_arrays(header, buffer)
+        return _unpack(buffer)
 
     def _answer(self, call_id: int, fn: Any, quiet: bool = False) -> None:
         """Run ``fn`` and send its result (``quiet``: send only a failure)."""
@@ -555,51 +554,6 @@ def _next_request(comm: Any, status: Any) -> tuple:
         if found:
             return message
         backoff.pause()
-
-
-def _flatten_arrays(payload: Any) -> tuple[dict[str, Any] | None, np.ndarray | None]:
-    """A dict (of dicts) of numpy arrays as one byte buffer and a header to rebuild it;
-    ``(None, None)`` for any other payload."""
-    if not isinstance(payload, dict):
-        return None, None
-    paths: list[tuple[str, ...]] = []
-    arrays: list[np.ndarray] = []
-    stack: list[tuple[tuple[str, ...], Any]] = [((), payload)]
-    while stack:
-        prefix, node = stack.pop()
-        for key, value in node.items():
-            if not isinstance(key, str):
-                return None, None
-            if isinstance(value, dict):
-                stack.append(((*prefix, key), value))
-            elif isinstance(value, np.ndarray) and value.dtype != object:
-                paths.append((*prefix, key))
-                arrays.append(value)
-            else:
-                return None, None
-    if not arrays:
-        return None, None
-    entries, offset = [], 0
-    for path, array in zip(paths, arrays):
-        entries.append((path, array.dtype.str, array.shape, offset, array.nbytes))
-        offset += array.nbytes
-    if len(arrays) == 1 and arrays[0].flags.c_contiguous:
-        buffer = arrays[0].reshape(-1).view(np.uint8)  # no copy needed
-    else:
-        buffer = np.concatenate(
-            [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in arrays]
-        )
-    return {"nbytes": offset, "entries": entries}, buffer
-
-
-def _unflatten_arrays(header: dict[str, Any], buffer: np.ndarray) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, dtype, shape, start, nbytes in header["entries"]:
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = buffer[start : start + nbytes].view(np.dtype(dtype)).reshape(shape)
-    return out
 
 
 def _set_torch_threads(raw_comm: Any, num_threads: int | None) -> None:

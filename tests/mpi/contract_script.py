@@ -70,7 +70,7 @@ def main() -> None:
     batches = backend.get(backend.call(actors, "batch", 1000))
     assert all(b["obs"].shape == (1000, 4) and b["obs"][-1, -1] == 3999 for b in batches)
 
-    # broadcast of weights (dict of dicts of arrays) as one flat buffer
+    # broadcast of weights (dict of dicts of arrays): packed once, one Bcast
     weights = {"p": {"w": np.ones((3, 4), np.float32), "b": np.arange(5, dtype=np.int64)}}
     backend.broadcast(actors, "set_weights", weights)
     assert backend.get(backend.call(actors, "checksum")) == [22.0] * workers
@@ -78,7 +78,13 @@ def main() -> None:
     backend.broadcast(actors[:1], "set_weights", {"p": {"w": np.zeros(2)}})
     sums = backend.get(backend.call(actors, "checksum"))
     assert sums[0] == 0.0 and sums[1:] == [22.0] * (workers - 1), sums
-    # a payload that is not a dict of arrays goes pickled, in one Bcast
+    # a structured array keeps its fields
+    records = np.array([(1.5, 2)], dtype=[("x", "<f4"), ("y", "<i8")])
+    backend.broadcast(actors, "set_note", {"p": {"records": records}})
+    for got in backend.get(backend.call(actors, "get_note")):
+        assert got["p"]["records"].dtype == records.dtype, got["p"]["records"].dtype
+        assert got["p"]["records"]["y"].tolist() == [2]
+    # any other payload goes the same way
     note = {"lr": 0.1, "ids": [1, 2], "table": np.arange(3)}
     backend.broadcast(actors, "set_note", note)
     for got in backend.get(backend.call(actors, "get_note")):
