@@ -110,8 +110,8 @@ class KLCoeffMixin:
             self.kl_coeff *= 0.5
         return self.kl_coeff
 
-    def get_state(self) -> dict[str, Any]:
-        return {**super().get_state(), "kl_coeff": self.kl_coeff}
+    def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
+        return {**super().get_state(include_optimizer), "kl_coeff": self.kl_coeff}
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)

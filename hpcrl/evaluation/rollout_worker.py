@@ -473,7 +473,8 @@ def _recorded_spaces(reader: Any) -> tuple[gym.Space, gym.Space]:
 
 
 def _policy_state(policy: Policy, which: str) -> dict[str, Any]:
-    state = policy.get_state()
     if which == "no_weights":
-        state = {k: v for k, v in state.items() if k not in ("weights", "optimizer_state")}
-    return state
+        state = policy.get_state(include_optimizer=False)
+        state.pop("weights", None)
+        return state
+    return policy.get_state()

@@ -195,7 +195,7 @@ class Learner:
         return self.policy.get_state()["optimizer_state"]
 
     def set_optimizer_state(self, optimizer_state: Any) -> None:
-        self.policy.set_state({**self.policy.get_state(), "optimizer_state": optimizer_state})
+        self.policy.set_state({"optimizer_state": optimizer_state})
 
     def stop(self) -> None:
         self._leave_group()

@@ -78,9 +78,8 @@ class DataParallelOptimizer(SyncSamplesOptimizer):
 
     def learn_on_samples(self, samples: SampleBatch) -> dict[str, Any]:
         policy = self.workers.local_worker().get_policy()
-        state = policy.get_state()
-        state.pop("optimizer_state", None)  # the learners keep their own
-        self.learners.set_policy_state(state)
+        # The learners keep their own optimizer state.
+        self.learners.set_policy_state(policy.get_state(include_optimizer=False))
         stats = self.learners.learn(samples, self.num_sgd_iter, self.sgd_minibatch_size, self._rng)
         policy.set_weights(self.learners.get_weights())
         self.timers["learner_sgd"] += self.learners.timings["sgd_s"]

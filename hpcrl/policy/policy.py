@@ -199,9 +199,10 @@ class Policy:
         if weights:
             raise ValueError(f"{type(self).__name__} has no weights; got {sorted(weights)}")
 
-    def get_state(self) -> dict[str, Any]:
+    def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
         """Everything needed to restore this policy: weights, counters, exploration,
-        random generator states."""
+        random generator states, and the optimizer's state unless ``include_optimizer``
+        is false (a policy without an optimizer has none to leave out)."""
         state = {
             "weights": self.get_weights(),
             "global_timestep": self.global_timestep,
@@ -217,7 +218,7 @@ class Policy:
         """Restore ``get_state()``; keys it lacks (e.g. "weights") are left as they are."""
         if "weights" in state:
             self.set_weights(state["weights"])
-        self.global_timestep = state.get("global_timestep", 0)
+        self.global_timestep = state.get("global_timestep", self.global_timestep)
         if "np_random" in state:
             self.np_random.bit_generator.state = state["np_random"]
         if "action_space_rng" in state:

@@ -297,9 +297,10 @@ class TorchPolicy(Policy):
             )
         self.model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
 
-    def get_state(self) -> dict[str, Any]:
+    def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
         state = super().get_state()
-        state["optimizer_state"] = _to_numpy(self._optimizer.state_dict())
+        if include_optimizer:
+            state["optimizer_state"] = _to_numpy(self._optimizer.state_dict())
         state["cur_lr"] = self.cur_lr
         state["torch_generator"] = self.torch_generator.get_state().numpy()
         return state

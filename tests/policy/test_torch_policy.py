@@ -66,6 +66,19 @@ def test_weights_and_state_round_trip():
         b.set_weights({})
 
 
+def test_state_without_optimizer_and_a_partial_state_leave_the_rest_alone():
+    policy = PGTorchPolicy(OBS, ACT, CONFIG)
+    policy.learn_on_batch(batch_from(policy))
+    policy.global_timestep = 1234
+    state = policy.get_state(include_optimizer=False)
+    assert "optimizer_state" not in state and state["global_timestep"] == 1234
+    weights = policy.get_weights()
+    policy.set_state({"optimizer_state": policy.get_state()["optimizer_state"]})
+    assert policy.global_timestep == 1234
+    for key, value in weights.items():
+        np.testing.assert_array_equal(value, policy.get_weights()[key])
+
+
 def test_gradients_applied_elsewhere_equal_learn_on_batch():
     a = PGTorchPolicy(OBS, ACT, CONFIG)
     b = PGTorchPolicy(OBS, ACT, CONFIG)
