@@ -65,12 +65,16 @@ class ProcessActor:
         return f"ProcessActor({self.where})"
 
     def send(self, method: str, args: tuple, kwargs: dict) -> ProcessFuture:
+        return self.send_packed(method, dumps((method, args, kwargs)))
+
+    def send_packed(self, method: str, request: bytes) -> ProcessFuture:
+        """Send ``request``, ``dumps((method, args, kwargs))`` made by the caller."""
         call_id = self.sent
         self.sent += 1
         self.methods[call_id] = method
         future = ProcessFuture(self, call_id)
         try:
-            self.connection.send_bytes(dumps((method, args, kwargs)))
+            self.connection.send_bytes(request)
         except OSError:
             self._died()
         return future
@@ -164,6 +168,11 @@ class ProcessBackend(Backend):
         self, actors: Sequence[ProcessActor], method: str, *args: Any, **kwargs: Any
     ) -> list[Future]:
         return [actor.send(method, args, kwargs) for actor in actors]
+
+    def broadcast(self, actors: Sequence[ProcessActor], method: str, payload: Any) -> None:
+        """``method(payload)`` on each actor, the request pickled once for all."""
+        request = dumps((method, (payload,), {}))
+        self.get([actor.send_packed(method, request) for actor in actors])
 
     def wait(
         self, futures: Sequence[Future], num_returns: int = 1, timeout: float | None = None

@@ -33,6 +33,14 @@ def backend():
     backend.shutdown()
 
 
+def test_broadcast_reaches_every_actor_and_raises_their_failures(backend):
+    actors = backend.spawn(Counter, 0, count=2, role="counter")
+    backend.broadcast(actors, "add", 5)
+    assert backend.get(backend.call(actors, "add", 0)) == [5, 5]
+    with pytest.raises(RemoteError, match="add"):
+        backend.broadcast(actors, "add", "not a number")
+
+
 def test_calls_run_in_order_in_another_process(backend):
     [actor] = backend.spawn(Counter, 10, role="counter")
     futures = [backend.call([actor], "add", i)[0] for i in range(1, 4)]
