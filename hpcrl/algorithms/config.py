@@ -136,12 +136,10 @@ def unknown_key_message(what: str, key: str, valid: Any) -> str:
 
 
 def _check_type(key: str, value: Any, default: Any) -> None:
-    if key in _INT_OR_NONE:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(
-                f"config key {key!r} must be int, got {type(value).__name__} {value!r}"
-            )
-        return
+    if key in _INT_OR_NONE:  # None (the default) or an int, checked as any int key is
+        if value is None:
+            return
+        default = 0
     if key in _ANY_TYPE or default is None or (value is None and key in _NONE_ALLOWED):
         return
     expected: tuple[type, ...]
