@@ -55,6 +55,10 @@ from hpcrl.tune.preemption import PREEMPTION_SIGNALS
 
 TAG_REQUEST = 11
 TAG_RESULT = 12
+# call ids of a broadcast's request: its targets answer only a failure, under
+# BROADCAST; the other ranks only join the Bcast
+BROADCAST = -2
+NOT_TARGETED = -1
 
 LAUNCH_HINT = (
     "run the program under an MPI launcher with one rank for the driver plus one per "
@@ -289,8 +293,6 @@ class MPIBackend(Backend):
         self._call_ids = itertools.count()
         self._results: dict[int, tuple[bool, Any]] = {}
         self._pending: dict[int, MPIFuture] = {}
-        # Broadcasts answer only if applying the payload failed.
-        self._unanswered: set[int] = set()
         self._closed = False
         self._status = mpi.Status()
         _abort_on_uncaught_exception(self.comm)
@@ -316,9 +318,7 @@ class MPIBackend(Backend):
         actors = [
             MPIActor(self._free_ranks.pop(0), role, (cls, args, kwargs)) for _ in range(count)
         ]
-        futures = [
-            self._request(actor.rank, "__spawn__", (cls, args, kwargs, role)) for actor in actors
-        ]
+        futures = [self._request(actor.rank, "__spawn__", (cls, args, kwargs)) for actor in actors]
         self.get(futures)
         self._actors.extend(actors)
         return actors
@@ -346,11 +346,7 @@ class MPIBackend(Backend):
         buffer = _pack(payload)
         targets = {actor.rank for actor in actors}
         for rank in range(1, self.size):
-            call_id = -1
-            if rank in targets:
-                call_id = next(self._call_ids)
-                self._pending[call_id] = MPIFuture(self, call_id, rank, method)
-                self._unanswered.add(call_id)
+            call_id = BROADCAST if rank in targets else NOT_TARGETED
             _send(self.comm, ("__bcast__", call_id, method, buffer.nbytes), rank, TAG_REQUEST)
         self.comm.Bcast(buffer, root=0)
 
@@ -364,7 +360,7 @@ class MPIBackend(Backend):
     def restart(self, actor: MPIActor) -> MPIActor:
         """Create the actor anew, from its original arguments, on the same rank."""
         cls, args, kwargs = actor._factory
-        self.get([self._request(actor.rank, "__spawn__", (cls, args, kwargs, actor.role))])
+        self.get([self._request(actor.rank, "__spawn__", (cls, args, kwargs))])
         return actor
 
     def shutdown(self) -> None:
@@ -373,7 +369,7 @@ class MPIBackend(Backend):
             return
         self._closed = True
         try:
-            waited = [f for f in self._pending.values() if f.call_id not in self._unanswered]
+            waited = list(self._pending.values())
             self._wait_for(waited, len(waited), 60.0, False)
         finally:
             for rank in range(1, self.size):
@@ -397,14 +393,13 @@ class MPIBackend(Backend):
         if not found:
             return False
         call_id, ok, value, remote_tb = message
-        future = self._pending.pop(call_id, None)
+        if call_id == BROADCAST:  # applying a broadcast payload failed
+            method, error = value
+            raise RemoteError(f"MPI rank {status.Get_source()} ({method})", error, remote_tb)
+        future = self._pending.pop(call_id)
         if not ok:
-            where = f"MPI rank {status.Get_source()}"
-            if future is not None:
-                where += f" ({future.method})"
+            where = f"MPI rank {status.Get_source()} ({future.method})"
             value = RemoteError(where, value, remote_tb)
-            if call_id in self._unanswered:
-                raise value
         self._results[call_id] = (ok, value)
         return True
 
@@ -510,8 +505,8 @@ class _Server:
             return False
         if method == "__bcast__":
             value = self._join_broadcast(bcast_nbytes)
-            if call_id >= 0:  # this rank's actor is one of the targets
-                self._answer(call_id, lambda: getattr(self.actor, payload)(value), quiet=True)
+            if call_id == BROADCAST:  # this rank's actor is one of the targets
+                self._answer(call_id, lambda: getattr(self.actor, payload)(value), payload)
         elif method == "__spawn__":
             self._answer(call_id, lambda: self._create(*payload))
         elif method == "__stop__":
@@ -521,7 +516,7 @@ class _Server:
             self._answer(call_id, lambda: getattr(self.actor, method)(*args, **kwargs))
         return True
 
-    def _create(self, cls: type, args: tuple, kwargs: dict, role: str) -> None:
+    def _create(self, cls: type, args: tuple, kwargs: dict) -> None:
         self._stop_actor()
         self.actor = cls(*args, **kwargs)
 
@@ -535,15 +530,18 @@ class _Server:
         self.comm.Bcast(buffer, root=0)
         return _unpack(buffer)
 
-    def _answer(self, call_id: int, fn: Any, quiet: bool = False) -> None:
-        """Run ``fn`` and send its result (``quiet``: send only a failure)."""
+    def _answer(self, call_id: int, fn: Any, broadcast_method: str | None = None) -> None:
+        """Run ``fn`` and send its result; for a broadcast, send only a failure, with the
+        method's name (the driver keeps no record of broadcasts)."""
         try:
             reply = (call_id, True, fn(), None)
-            if not quiet:
+            if broadcast_method is None:
                 _send(self.comm, reply, 0, TAG_RESULT)
         except Exception as err:  # noqa: BLE001 - sent to the driver with its traceback
-            reply = (call_id, False, picklable_error(err), traceback.format_exc())
-            _send(self.comm, reply, 0, TAG_RESULT)
+            error = picklable_error(err)
+            if broadcast_method is not None:
+                error = (broadcast_method, error)
+            _send(self.comm, (call_id, False, error, traceback.format_exc()), 0, TAG_RESULT)
 
 
 def _next_request(comm: Any, status: Any) -> tuple:
@@ -557,16 +555,12 @@ def _next_request(comm: Any, status: Any) -> tuple:
 
 
 def _set_torch_threads(raw_comm: Any, num_threads: int | None) -> None:
-    if "torch" not in sys.modules and num_threads is None and "OMP_NUM_THREADS" in os.environ:
-        return
+    if num_threads is None and "OMP_NUM_THREADS" in os.environ:
+        return  # torch takes its thread count from OMP_NUM_THREADS
     import torch
 
     if num_threads is None:
-        if "OMP_NUM_THREADS" in os.environ:
-            return
-        from mpi4py import MPI
-
-        node = raw_comm.Split_type(MPI.COMM_TYPE_SHARED)
+        node = raw_comm.Split_type(_import_mpi().COMM_TYPE_SHARED)
         ranks_on_node = node.Get_size()
         node.Free()
         num_threads = max(1, (os.cpu_count() or 1) // ranks_on_node)

@@ -84,6 +84,20 @@ def main() -> None:
     for got in backend.get(backend.call(actors, "get_note")):
         assert got["p"]["records"].dtype == records.dtype, got["p"]["records"].dtype
         assert got["p"]["records"]["y"].tolist() == [2]
+    # the driver keeps no record of broadcasts, which answer only a failure
+    for _ in range(50):
+        backend.broadcast(actors, "set_weights", weights)
+    assert backend.get(backend.call(actors, "checksum")) == [22.0] * workers
+    assert not backend._pending and not backend._results, (backend._pending, backend._results)
+    # a broadcast that fails to apply is raised by the next wait, naming rank and method
+    backend.broadcast(actors[-1:], "fail", None)
+    try:
+        backend.get(backend.call(actors[-1:], "add", 0))
+    except RemoteError as err:
+        assert f"MPI rank {workers} (fail)" in str(err) and "TypeError" in str(err), err
+    else:
+        raise AssertionError("the failed broadcast was not raised")
+    assert backend.get(backend.call(actors, "checksum")) == [22.0] * workers
     # any other payload goes the same way
     note = {"lr": 0.1, "ids": [1, 2], "table": np.arange(3)}
     backend.broadcast(actors, "set_note", note)
