@@ -113,9 +113,9 @@ class ActorHost:
         }
 
     def stop(self) -> None:
-        stop = getattr(self.instance, "stop", None)
-        if stop is not None:
-            stop()
+        """The actor's ``stop()``, if it has one."""
+        if hasattr(self.instance, "stop"):
+            self.call("stop", (), {})
 
 
 class DaskActor:
@@ -318,7 +318,7 @@ class DaskBackend(Backend):
         atexit.unregister(self.shutdown)
         try:
             alive = [a for a in self._actors if self.is_alive(a)]
-            stops = [self._call(a, "stop", "call", "stop", (), {}) for a in alive]
+            stops = [self._call(a, "stop", "stop") for a in alive]
             with contextlib.suppress(Exception):
                 self._wait_for(stops, len(stops), 10.0, raise_on_timeout=False)
             for actor in self._actors:
@@ -428,7 +428,7 @@ class DaskBackend(Backend):
     def _stop(self, actor: DaskActor) -> None:
         if self.is_alive(actor):
             with contextlib.suppress(RemoteError, WorkerTimeoutError):
-                self._call(actor, "stop", "call", "stop", (), {}).result(timeout=30.0)
+                self._call(actor, "stop", "stop").result(timeout=30.0)
         _release(actor)
 
     # -- calls and results -----------------------------------------------

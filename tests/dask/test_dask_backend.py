@@ -137,6 +137,24 @@ def test_restart_and_kill(backend, actors):
     backend.kill(again)
 
 
+class Stoppable:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def stop(self) -> None:
+        with open(self.path, "w") as file:
+            file.write("stopped")
+
+
+def test_kill_calls_the_actors_stop_and_an_actor_without_one_is_fine(backend, tmp_path):
+    path = tmp_path / "stopped.txt"
+    [stoppable] = backend.spawn(Stoppable, str(path), role="spare")
+    backend.kill(stoppable)
+    assert path.read_text() == "stopped"
+    [plain] = backend.spawn(Echo, 3, role="spare")
+    backend.kill(plain)  # Echo has no stop(): nothing to call, nothing raised
+
+
 def test_lost_worker_is_named_with_the_reason_then_recreated(backend, actors):
     victim = actors[0]
     os.kill(victim.pid, signal.SIGKILL)
