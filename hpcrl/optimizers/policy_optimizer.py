@@ -80,22 +80,16 @@ class PolicyOptimizer:
         }
 
     def save(self) -> dict[str, Any]:
-        """Counters, and the state of the minibatch-order generator ``self._rng`` of
-        optimizers that shuffle, for checkpoints (plain values and arrays)."""
-        data: dict[str, Any] = {
+        """What a checkpoint keeps of this optimizer (plain values and arrays): the
+        counters here; subclasses add their own state."""
+        return {
             "num_steps_sampled": self.num_steps_sampled,
             "num_steps_trained": self.num_steps_trained,
         }
-        rng = getattr(self, "_rng", None)
-        if isinstance(rng, np.random.Generator):
-            data["rng"] = rng.bit_generator.state
-        return data
 
     def restore(self, data: dict[str, Any]) -> None:
         self.num_steps_sampled = int(data["num_steps_sampled"])
         self.num_steps_trained = int(data["num_steps_trained"])
-        if "rng" in data and isinstance(getattr(self, "_rng", None), np.random.Generator):
-            self._rng.bit_generator.state = data["rng"]
 
     def stop(self) -> None:
         """Release what the optimizer holds (the workers are stopped by their owner)."""

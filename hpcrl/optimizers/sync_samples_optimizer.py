@@ -51,6 +51,15 @@ class SyncSamplesOptimizer(PolicyOptimizer):
         local = workers.local_worker()
         self._rng = np.random.default_rng(local.seed)
 
+    def save(self) -> dict[str, Any]:
+        """Counters, and the state of the minibatch-order generator."""
+        return {**super().save(), "rng": self._rng.bit_generator.state}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        super().restore(data)
+        if "rng" in data:
+            self._rng.bit_generator.state = data["rng"]
+
     def step(self) -> dict[str, Any]:
         with self._timed("sync_weights"):
             self.workers.sync_weights()
