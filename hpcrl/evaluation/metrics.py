@@ -97,18 +97,22 @@ class MetricsWindow:
         self.episodes_total = int(state["episodes_total"])
 
     def summary(self) -> dict[str, float]:
-        if not self.returns:
-            nan = float("nan")
-            return {
-                "episode_reward_mean": nan,
-                "episode_reward_min": nan,
-                "episode_reward_max": nan,
-                "episode_len_mean": nan,
-            }
-        returns = np.fromiter(self.returns, dtype=np.float64)
+        return summarize_episodes(np.fromiter(self.returns, dtype=np.float64), self.lengths)
+
+
+def summarize_episodes(returns: np.ndarray, lengths: Iterable[int]) -> dict[str, float]:
+    """Mean, min and max return and mean length of episodes (NaN for none)."""
+    if len(returns) == 0:
+        nan = float("nan")
         return {
-            "episode_reward_mean": float(returns.mean()),
-            "episode_reward_min": float(returns.min()),
-            "episode_reward_max": float(returns.max()),
-            "episode_len_mean": float(np.mean(self.lengths)),
+            "episode_reward_mean": nan,
+            "episode_reward_min": nan,
+            "episode_reward_max": nan,
+            "episode_len_mean": nan,
         }
+    return {
+        "episode_reward_mean": float(returns.mean()),
+        "episode_reward_min": float(returns.min()),
+        "episode_reward_max": float(returns.max()),
+        "episode_len_mean": float(np.mean(lengths)),
+    }

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from hpcrl.env.registry import EnvContext, make_vector_env
+from hpcrl.evaluation.metrics import summarize_episodes
 from hpcrl.policy.policy import Policy
 
 
@@ -60,8 +61,5 @@ def evaluate_policy(
     return {
         "episode_returns": returns,
         "episode_lengths": lengths,
-        "episode_reward_mean": float(returns.mean()),
-        "episode_reward_min": float(returns.min()),
-        "episode_reward_max": float(returns.max()),
-        "episode_len_mean": float(lengths.mean()),
+        **summarize_episodes(returns, lengths),
     }
