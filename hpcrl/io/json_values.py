@@ -154,7 +154,8 @@ def loads_rows(data: np.ndarray | bytes, ends: np.ndarray, dtype: str = "object"
 
 def json_safe(value: Any) -> Any:
     """Plain JSON data for a config or a record meant for people: numpy values
-    as numbers and lists, non-finite floats as null, other objects as ``repr``."""
+    as numbers and lists, 0-d tensors as numbers, non-finite floats as null, other
+    objects as ``repr``."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -167,4 +168,6 @@ def json_safe(value: Any) -> Any:
         return None
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+        return json_safe(value.item())  # e.g. a 0-d torch tensor
     return repr(value)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from typing import Any
 
+from hpcrl.io.json_values import json_safe
 from hpcrl.tune.tensorboard import EventFileWriter
 
 
@@ -23,21 +23,9 @@ def flatten_result(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):  # numpy scalars
-        return _json_safe(value.item())
-    return value
-
-
 def write_json(path: str, data: Any) -> None:
     with open(path, "w") as f:
-        json.dump(_json_safe(data), f, indent=2, sort_keys=True, default=repr)
+        json.dump(json_safe(data), f, indent=2, sort_keys=True)
 
 
 class ResultLogger:
@@ -56,9 +44,9 @@ class ResultLogger:
         self._tensorboard = EventFileWriter(trial_dir)
 
     def log(self, result: dict[str, Any]) -> None:
-        self._json.write(json.dumps(_json_safe(result), sort_keys=True, default=repr) + "\n")
+        self._json.write(json.dumps(json_safe(result), sort_keys=True) + "\n")
         self._json.flush()
-        flat = flatten_result(_json_safe(result))
+        flat = flatten_result(json_safe(result))
         if self._csv is None:
             fieldnames = self._csv_header or list(flat)
             self._csv = csv.DictWriter(self._csv_file, fieldnames=fieldnames, extrasaction="ignore")

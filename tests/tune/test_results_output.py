@@ -4,6 +4,9 @@ import io
 import json
 import struct
 
+import numpy as np
+import torch
+
 from hpcrl.tune.logger import ResultLogger, flatten_result
 from hpcrl.tune.progress import StatusReporter, format_status, stop_progress
 from hpcrl.tune.tensorboard import crc32c, read_records
@@ -44,6 +47,15 @@ def test_result_logger_writes_json_csv_and_valid_event_records(tmp_path):
     start = records[1].index(tag) + len(tag)
     assert records[1][start] == (2 << 3) | 5
     assert struct.unpack("<f", records[1][start + 1 : start + 5])[0] == 120.5
+
+
+def test_result_logger_takes_numpy_arrays_and_scalar_tensors(tmp_path):
+    logger = ResultLogger(str(tmp_path))
+    logger.log({**RESULT, "hist": np.arange(3), "loss": torch.tensor(0.5), "gap": np.nan})
+    logger.close()
+    [line] = (tmp_path / "result.json").read_text().splitlines()
+    record = json.loads(line)
+    assert record["hist"] == [0, 1, 2] and record["loss"] == 0.5 and record["gap"] is None
 
 
 def test_status_line_and_progress_bar():
