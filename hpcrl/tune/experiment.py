@@ -67,11 +67,6 @@ def trial_prefix(run: str, env: Any) -> str:
     return f"{run}_{env_name}_"
 
 
-def trial_name(run: str, env: Any) -> str:
-    """A new trial's directory name: ``<run>_<env>_<time>``."""
-    return f"{trial_prefix(run, env)}{_stamp()}"
-
-
 def _stamp() -> str:
     return datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -144,8 +139,9 @@ class Experiment:
         self.resumed = resume and os.path.isdir(self.trial_dir)
         self.resumed_from: str | None = None
         self.finished: dict[str, Any] | None = None
-        if self.resumed and read_trial_state(self.trial_dir).get("status") == "finished":
-            self.finished = read_trial_state(self.trial_dir)
+        state = read_trial_state(self.trial_dir) if self.resumed else {}
+        if state.get("status") == "finished":
+            self.finished = state
             self.trainer = None
             return
         self.trainer = trainer_class(config)

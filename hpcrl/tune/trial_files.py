@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import json
 import os
 from typing import Any
@@ -34,10 +35,7 @@ def write_trial_state(
         if result
         else None,
     }
-    path = os.path.join(trial_dir, TRIAL_STATE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(state, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    _rewrite(os.path.join(trial_dir, TRIAL_STATE), json.dumps(state, indent=2, sort_keys=True))
 
 
 def read_trial_state(trial_dir: str) -> dict[str, Any]:
@@ -75,7 +73,7 @@ def config_changes(trial_dir: str, config: dict[str, Any]) -> list[str]:
         return []
     with open(path) as f:
         saved = json.load(f)
-    current = json.loads(json.dumps(json_safe(config), sort_keys=True))
+    current = json_safe(config)
     return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
 
 
@@ -97,9 +95,9 @@ def truncate_results(trial_dir: str, iteration: int) -> None:
             kept_rows = [rows[0]] + [r for r in rows[1:] if int(float(r[column])) <= iteration]
             if len(kept_rows) == 1:
                 kept_rows = []  # a fresh start writes the header again
-            with open(path + ".tmp", "w", newline="") as f:
-                csv.writer(f).writerows(kept_rows)
-            os.replace(path + ".tmp", path)
+            text = io.StringIO(newline="")
+            csv.writer(text).writerows(kept_rows)
+            _rewrite(path, text.getvalue())
 
 
 def _iteration(result: dict[str, Any]) -> int:
@@ -107,6 +105,7 @@ def _iteration(result: dict[str, Any]) -> int:
 
 
 def _rewrite(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as f:
+    """Replace the file at ``path`` with ``text`` at once (written beside it first)."""
+    with open(path + ".tmp", "w", newline="") as f:
         f.write(text)
     os.replace(path + ".tmp", path)
