@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from hpcrl.algorithms.trainer import Trainer
 from hpcrl.policy.policy import Policy
+from hpcrl.policy.policy_template import make_built_class
 
 
 def build_trainer(
@@ -81,23 +81,8 @@ def build_trainer(
         if hook is not None:
             namespace[hook_name] = _as_method(hook)
 
-    def with_updates(cls, **overrides: Any) -> type[Trainer]:
-        unknown = set(overrides) - set(build_args)
-        if unknown:
-            raise TypeError(
-                f"with_updates got unknown arguments {sorted(unknown)}; "
-                f"valid ones are {sorted(build_args)}"
-            )
-        return build_trainer(**{**build_args, **overrides})
-
-    namespace["with_updates"] = classmethod(with_updates)
     namespace["DEFAULT_CONFIG"] = default_config
-    cls = type(name, (*mixins, Trainer), namespace)
-    # Name the class after the module that built it, so it pickles by reference
-    # when bound there under the same name.
-    cls.__module__ = sys._getframe(1).f_globals.get("__name__", cls.__module__)
-    cls.__qualname__ = name
-    return cls
+    return make_built_class(name, (*mixins, Trainer), namespace, build_trainer, build_args)
 
 
 def _as_method(hook: Callable[..., Any]) -> Callable[..., Any]:

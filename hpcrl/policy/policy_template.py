@@ -110,19 +110,32 @@ def build_torch_policy(
             self, self.observation_space, self.action_space, self.config
         )
 
-    def with_updates(cls, **overrides: Any) -> type[TorchPolicy]:
+    return make_built_class(name, (*mixins, TorchPolicy), namespace, build_torch_policy, build_args)
+
+
+def make_built_class(
+    name: str,
+    bases: tuple[type, ...],
+    namespace: dict[str, Any],
+    build: Callable[..., type],
+    build_args: dict[str, Any],
+) -> type:
+    """The class a ``build_*`` function returns: its ``with_updates(**changes)``
+    builds it again with some of ``build_args`` changed, and it is named after the
+    module that called ``build``, so it pickles by reference when bound there under
+    the same name."""
+
+    def with_updates(cls: type, **overrides: Any) -> type:
         unknown = set(overrides) - set(build_args)
         if unknown:
             raise TypeError(
                 f"with_updates got unknown arguments {sorted(unknown)}; "
                 f"valid ones are {sorted(build_args)}"
             )
-        return build_torch_policy(**{**build_args, **overrides})
+        return build(**{**build_args, **overrides})
 
     namespace["with_updates"] = classmethod(with_updates)
-    cls = type(name, (*mixins, TorchPolicy), namespace)
-    # Name the class after the module that built it, so it pickles by reference
-    # when bound there under the same name.
-    cls.__module__ = sys._getframe(1).f_globals.get("__name__", cls.__module__)
+    cls = type(name, bases, namespace)
+    cls.__module__ = sys._getframe(2).f_globals.get("__name__", cls.__module__)
     cls.__qualname__ = name
     return cls
