@@ -97,6 +97,8 @@ COMMON_CONFIG: dict[str, Any] = {
 _ANY_TYPE = {"env", "env_config", "seed", "grad_clip"}
 # Keys that must be an int when given (their default None means "decide for me").
 _INT_OR_NONE = {"num_workers", "num_torch_threads", "keep_checkpoints_num"}
+# Smallest allowed values (checked when the config is made, not when first used).
+_AT_LEAST = {"keep_checkpoints_num": 1}
 # Keys with a number as default that also accept None ("off").
 _NONE_ALLOWED = {"vf_clip_param", "worker_timeout_s"}
 
@@ -158,3 +160,5 @@ def _check_type(key: str, value: Any, default: Any) -> None:
         raise ValueError(
             f"config key {key!r} must be {names}, got {type(value).__name__} {value!r}"
         )
+    if key in _AT_LEAST and value < _AT_LEAST[key]:
+        raise ValueError(f"config key {key!r} must be >= {_AT_LEAST[key]}, got {value!r}")

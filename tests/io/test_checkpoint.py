@@ -195,6 +195,8 @@ def test_keep_checkpoints_num_and_saving_again(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000004", "checkpoint_000005"]
     with pytest.raises(ValueError, match="keep_checkpoints_num' must be int"):
         PGTrainer({"keep_checkpoints_num": "2"}, env="CartPole-v1")
+    with pytest.raises(ValueError, match="keep_checkpoints_num' must be >= 1, got 0"):
+        PGTrainer({"keep_checkpoints_num": 0}, env="CartPole-v1")  # before any training
 
 
 def test_save_defaults_to_the_trainer_logdir(tmp_path):
