@@ -12,7 +12,7 @@ import pytest
 from hpcrl.backends import RemoteError, WorkerLostError, WorkerTimeoutError, make_backend
 
 distributed = pytest.importorskip("distributed")
-from hpcrl.backends.dask import DaskBackend, start_local_cluster  # noqa: E402 - needs distributed
+from hpcrl.backends.dask import DaskBackend  # noqa: E402 - needs distributed
 
 
 class Echo:
@@ -44,14 +44,6 @@ class Echo:
 
     def fail(self) -> None:
         raise KeyError("worker failure")
-
-
-@pytest.fixture(scope="module")
-def dask_cluster():
-    """One real LocalCluster for this module: three worker processes, one thread each."""
-    cluster = start_local_cluster(3)
-    yield cluster
-    cluster.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from hpcrl.algorithms.registry import get_trainer_class
 from hpcrl.backends import WorkerLostError
 from hpcrl.env.registry import register_env
 
 pytest.importorskip("distributed")
-from hpcrl.backends.dask import start_local_cluster  # noqa: E402 - needs distributed
 
 
 class SignallingCartPole(gym.Wrapper):
@@ -42,14 +40,6 @@ class SignallingCartPole(gym.Wrapper):
                 path.write_text(str(os.getpid()))
                 time.sleep(10)  # killed during this pause
         return self.env.step(action)
-
-
-@pytest.fixture(scope="module")
-def dask_cluster():
-    """One real LocalCluster for this module: three worker processes, one thread each."""
-    cluster = start_local_cluster(3)
-    yield cluster
-    cluster.close()
 
 
 def config_for(algo: str, address: str, **extra) -> dict:
@@ -87,23 +77,18 @@ def test_algorithms_train_on_dask(algo, dask_cluster):
         trainer.stop()
 
 
-def test_same_weights_on_dask_and_local(dask_cluster):
+def test_same_weights_on_dask_and_local(dask_cluster, one_torch_thread):
     # Dask workers run one torch thread; so does the local run here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        weights = {}
-        for backend in ("local", "dask"):
-            config = config_for("PPO", dask_cluster.scheduler_address, backend=backend)
-            if backend == "local":
-                del config["dask_address"]
-            trainer = get_trainer_class("PPO")(config, "CartPole-v1")
-            for _ in range(3):
-                trainer.train()
-            weights[backend] = trainer.get_weights()["default_policy"]
-            trainer.stop()
-    finally:
-        torch.set_num_threads(threads)
+    weights = {}
+    for backend in ("local", "dask"):
+        config = config_for("PPO", dask_cluster.scheduler_address, backend=backend)
+        if backend == "local":
+            del config["dask_address"]
+        trainer = get_trainer_class("PPO")(config, "CartPole-v1")
+        for _ in range(3):
+            trainer.train()
+        weights[backend] = trainer.get_weights()["default_policy"]
+        trainer.stop()
     assert weights["local"].keys() == weights["dask"].keys()
     for key, value in weights["local"].items():
         np.testing.assert_array_equal(value, weights["dask"][key])

@@ -3,7 +3,6 @@ returned reads back intact."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import signal
@@ -13,14 +12,12 @@ import time
 from pathlib import Path
 
 import h5py
+import kill_writer_script  # beside this file, on sys.path like the other test helpers
 import pytest
 
 from hpcrl.io.batch_reader import BatchFile, BatchReader
 
-SCRIPT = Path(__file__).resolve().parent / "kill_writer_script.py"
-_spec = importlib.util.spec_from_file_location("kill_writer_script", SCRIPT)
-kill_writer_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kill_writer_script)
+SCRIPT = Path(kill_writer_script.__file__).resolve()
 
 
 def kill_writers_at_random(directory: Path, kills: int, seed: int) -> dict[int, int]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-import warnings
 
 import pytest
 from learner_helpers import PPO_CARTPOLE, FailingPPOPolicy
@@ -13,7 +11,8 @@ from learner_helpers import PPO_CARTPOLE, FailingPPOPolicy
 from hpcrl.algorithms.ppo import PPOTrainer
 from hpcrl.learners import LearnerError
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
+from hpcrl.backends.dask import start_local_cluster  # noqa: E402 - needs distributed
 
 
 @pytest.fixture(scope="module")
@@ -21,16 +20,7 @@ def dask_address():
     # Read by FailingPPOPolicy only; the worker processes inherit it at start.
     os.environ["FAIL_ON_LEARNER"] = "1"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            cluster = distributed.LocalCluster(
-                n_workers=3,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+        cluster = start_local_cluster(3)
     finally:
         del os.environ["FAIL_ON_LEARNER"]
     yield cluster.scheduler_address

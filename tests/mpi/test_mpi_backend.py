@@ -35,7 +35,7 @@ def test_backend_contract(ranks):
     assert "CONTRACT OK" in out.stdout
 
 
-@pytest.mark.parametrize("algo", ["PPO", "A3C", "A2C"])
+@pytest.mark.parametrize("algo", ["A3C", "A2C"])  # PPO: test_same_weights_on_local_and_mpi
 def test_training_under_mpiexec(algo, tmp_path):
     out = run([str(HERE / "train_script.py"), algo, "mpi", "3", str(tmp_path / "w.npz")], 3)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -47,6 +47,7 @@ def test_same_weights_on_local_and_mpi(tmp_path):
     assert local.returncode == 0, local.stderr
     mpi = run([str(HERE / "train_script.py"), "PPO", "mpi", "3", str(tmp_path / "m.npz")], 3)
     assert mpi.returncode == 0, mpi.stderr
+    assert "TRAINED PPO on mpi" in mpi.stdout and "2 workers" in mpi.stdout
     a, b = np.load(tmp_path / "l.npz"), np.load(tmp_path / "m.npz")
     assert set(a.files) == set(b.files)
     for key in a.files:
