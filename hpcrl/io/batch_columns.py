@@ -21,9 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcrl.io.json_values import dumps_rows, loads_rows
-
-NUMERIC_KINDS = "biuf"
+from hpcrl.io.json_values import NUMERIC_KINDS, dumps_rows, loads_rows
 
 
 @dataclass

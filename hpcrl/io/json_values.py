@@ -30,7 +30,7 @@ _SCALAR = "__numpy__"
 _TUPLE = "__tuple__"
 _ITEMS = "__items__"
 # numpy kinds stored as numbers: bool, signed and unsigned int, float.
-_NUMERIC_KINDS = "biuf"
+NUMERIC_KINDS = "biuf"
 _warned_types: set[str] = set()
 
 
@@ -44,12 +44,12 @@ def encode_value(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.ndarray):
-        if value.dtype.kind in _NUMERIC_KINDS or value.dtype.kind == "U":
+        if value.dtype.kind in NUMERIC_KINDS or value.dtype.kind == "U":
             return {_ARRAY: value.tolist(), "dtype": str(value.dtype), "shape": list(value.shape)}
         if value.dtype == object:
             items = [encode_value(v) for v in value.ravel()]
             return {_ARRAY: items, "dtype": "object", "shape": list(value.shape)}
-    elif isinstance(value, np.generic) and value.dtype.kind in _NUMERIC_KINDS:
+    elif isinstance(value, np.generic) and value.dtype.kind in NUMERIC_KINDS:
         return {_SCALAR: value.item(), "dtype": str(value.dtype)}
     elif isinstance(value, dict):
         if all(isinstance(k, str) for k in value):
