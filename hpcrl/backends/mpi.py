@@ -81,19 +81,22 @@ def _import_mpi() -> Any:
 
 _ALIGN = 16  # arrays start at multiples of this in a message (numpy aligns to 16)
 _HEAD = struct.Struct("<qq")  # a message starts with: length of the pickle stream,
-# offset of the array region; the stream follows, then the region
+# offset of the array region (0: no arrays); the stream follows, then the region
 
 
 def _aligned(offset: int) -> int:
     return -(-offset // _ALIGN) * _ALIGN
 
 
-class _Packer(threading.local):
+class _Packer:
     """Packs objects into messages; one per thread, its pickler reused from call to call.
 
     A numpy array is reduced (through the pickler's dispatch table, so no Python
     runs for any other object) to its dtype, shape and offset in the message's
     array region, and its bytes are copied there once after the stream is made.
+    A plain class held by a ``threading.local``, not a ``threading.local``
+    itself: every attribute of one costs a per-thread lookup, and the reduction
+    runs once per array.
     """
 
     def __init__(self) -> None:
@@ -110,16 +113,15 @@ class _Packer(threading.local):
         return table
 
     def reduce_array(self, array: np.ndarray) -> tuple:
-        if array.dtype.hasobject:
+        dtype = array.dtype
+        if dtype.hasobject:
             return array.__reduce_ex__(5)
         if not array.flags.c_contiguous:
             array = np.ascontiguousarray(array)
         offset = _aligned(self.size)
         self.arrays.append((array, offset))
         self.size = offset + array.nbytes
-        dtype = array.dtype
-        # The short string names plain dtypes; a structured one (fields) goes whole.
-        return _array_in_message, (offset, dtype.str if dtype.names is None else dtype, array.shape)
+        return _array_in_message, (offset, _dtype_code(dtype), array.shape)
 
     def pack(self, obj: Any) -> np.ndarray:
         if self.busy:  # an object's reduction packs another message
@@ -138,6 +140,10 @@ class _Packer(threading.local):
         finally:
             self.pickler.clear_memo()
             self.busy = False
+        if not self.arrays:  # header and stream only: one concatenation
+            stream = file.getvalue()
+            length = len(stream)
+            return np.frombuffer(_HEAD.pack(length, 0) + stream, np.uint8)
         return self.layout(file.getbuffer())
 
     def cloudpickler(self, file: io.BytesIO) -> pickle.Pickler:
@@ -150,9 +156,7 @@ class _Packer(threading.local):
 
     def layout(self, stream: memoryview) -> np.ndarray:
         length = len(stream)
-        start = _HEAD.size + length
-        if self.arrays:
-            start = _aligned(start)
+        start = _aligned(_HEAD.size + length)
         out = np.empty(start + self.size, dtype=np.uint8)
         _HEAD.pack_into(out, 0, length, start)
         view = memoryview(out)
@@ -168,8 +172,22 @@ class _Packer(threading.local):
         return out
 
 
-_packer = _Packer()
-_region = threading.local()  # the array region of the message being unpacked
+_packers = threading.local()  # .packer: this thread's _Packer
+_region = threading.local()  # .current: the array region of the message being unpacked
+_DTYPE_CODES: dict[np.dtype, str] = {}
+
+
+def _dtype_code(dtype: np.dtype) -> Any:
+    """What a message records of an array's dtype: its short string (kept, so that
+    a message names each dtype once), or for a structured dtype the dtype whole."""
+    code = _DTYPE_CODES.get(dtype)
+    if code is None:
+        if dtype.names is not None:  # fields: the short string would lose them
+            return dtype
+        code = dtype.str
+        if len(_DTYPE_CODES) < 256:
+            _DTYPE_CODES[dtype] = code
+    return code
 
 
 def _array_in_message(offset: int, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -187,12 +205,17 @@ def _pack(obj: Any) -> np.ndarray:
     than numpy's own protocol-5 reduction; together they dominate for sample
     batches of a few columns.
     """
-    return _packer.pack(obj)
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = _Packer()
+    return packer.pack(obj)
 
 
 def _unpack(message: np.ndarray) -> Any:
     """The object ``_pack`` made; its arrays are views into ``message`` (no copy)."""
     length, start = _HEAD.unpack_from(message, 0)
+    if not start:  # no arrays
+        return pickle.loads(message[_HEAD.size : _HEAD.size + length])
     previous = getattr(_region, "current", None)
     _region.current = message[start:]
     try:
@@ -242,8 +265,10 @@ class MPIFuture(Future):
         return self.call_id in self.backend._results
 
     def result(self, timeout: float | None = None) -> Any:
-        self.backend._wait_for([self], 1, timeout)
-        ok, value = self.backend._results.pop(self.call_id)
+        results = self.backend._results
+        if self.call_id not in results:  # e.g. the later futures of a get(), often there
+            self.backend._wait_for([self], 1, timeout)
+        ok, value = results.pop(self.call_id)
         if not ok:
             raise value
         return value

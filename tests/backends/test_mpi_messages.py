@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -47,7 +49,7 @@ def test_arrays_are_not_copied_through_the_pickle_stream():
     [
         np.arange(12).reshape(3, 4)[:, ::2],  # not contiguous
         np.asfortranarray(np.arange(6.0).reshape(2, 3)),
-        np.zeros((0, 3), dtype=np.float32),
+        np.zeros((0, 3), dtype=np.float32),  # a region of no bytes
         np.array(5, dtype=np.int16),  # 0-d
         np.array(["a", "bc"]),
         np.array([(1.5, 2), (3.0, 4)], dtype=[("x", "<f4"), ("y", "<i8")]),  # structured
@@ -72,7 +74,7 @@ def test_a_request_without_arrays_is_its_pickle_stream_alone():
     request = ("sample", 3, ((), {"explore": True}), None)
     message = _pack(request)
     stream_size, region_start = message[:16].view(np.int64).tolist()
-    assert region_start == message.nbytes == 16 + stream_size  # no array region
+    assert region_start == 0 and message.nbytes == 16 + stream_size  # no array region
     assert round_trip(request) == request
 
 
@@ -93,3 +95,12 @@ def test_an_array_reduced_while_another_message_is_packed_gets_its_own_message()
     out = round_trip({"nested": PacksOnPickle(), "outer": np.arange(4.0)})
     np.testing.assert_array_equal(out["outer"], np.arange(4.0))
     np.testing.assert_array_equal(out["nested"]["inner"], np.arange(3))
+
+
+def test_a_thread_that_never_unpacked_reads_a_message_of_empty_arrays():
+    message = _pack({"empty": np.zeros((0, 3), np.float32)})
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(_unpack(message)))
+    thread.start()
+    thread.join()
+    assert out["empty"].shape == (0, 3) and out["empty"].dtype == np.float32

@@ -103,6 +103,8 @@ def main() -> None:
     backend.broadcast(actors, "set_note", note)
     for got in backend.get(backend.call(actors, "get_note")):
         assert got["lr"] == 0.1 and got["ids"] == [1, 2] and got["table"].tolist() == [0, 1, 2]
+    backend.broadcast(actors, "set_note", {"lr": 0.2})  # no arrays: a message of bytes
+    assert backend.get(backend.call(actors, "get_note")) == [{"lr": 0.2}] * workers
 
     # worker ranks leave SIGTERM and SIGUSR1 (Slurm's warnings) to the driver
     for pid in backend.get(backend.call(actors, "pid")):
