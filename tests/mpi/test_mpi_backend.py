@@ -89,3 +89,14 @@ def test_more_workers_than_ranks_is_a_clear_error(tmp_path):
     assert out.returncode != 0
     assert "asked for 4 rollout workers but the MPI job has 3 ranks" in out.stderr
     assert "mpiexec -n 5" in out.stderr
+
+
+def test_overhead_benchmark_runs_and_prints_every_figure():
+    """A tiny run of benchmarks/mpi_overhead.py (its figures are not checked here)."""
+    script = HERE.parent.parent / "benchmarks" / "mpi_overhead.py"
+    small = ["--blocks", "1", "--rounds", "5", "--warmup", "2", "--samples", "1"]
+    out = run([str(script), *small, "--num-envs", "2", "--fragment-length", "5"], 3)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ("raw mpi4py", "bare protocol, no", "bare protocol with copies", "ratio"):
+        assert line in out.stdout, out.stdout
+    assert "2 worker rank(s):" in out.stdout
