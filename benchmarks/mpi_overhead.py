@@ -196,10 +196,10 @@ def make_copy_round(weights_kb: float, batch_kb: float):
     layout = column_layout(make_batch(batch_kb))
 
     def one_round() -> list[SampleBatch]:
+        message = np.empty(weights.nbytes, dtype=np.uint8)  # packed first, as the backend does
+        message[:] = weights.view(np.uint8)
         for rank in workers:
             comm.Send(request, dest=rank, tag=TAG_BARE_REQUEST)
-        message = np.empty(weights.nbytes, dtype=np.uint8)
-        message[:] = weights.view(np.uint8)
         comm.Bcast(message, root=0)
         for rank in workers:
             comm.Send(request, dest=rank, tag=TAG_BARE_REQUEST)
