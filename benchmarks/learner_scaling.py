@@ -49,9 +49,10 @@ import torch
 from hpcrl.algorithms.ppo import PPOTorchPolicy
 from hpcrl.backends.local import LocalBackend
 from hpcrl.learners.learner import Learner
-from hpcrl.learners.learner_group import LearnerGroup, plan_minibatches, shard_sizes
+from hpcrl.learners.learner_group import LearnerGroup
 from hpcrl.learners.rendezvous import rendezvous_from_environment
 from hpcrl.policy.sample_batch import SampleBatch
+from hpcrl.policy.sgd import plan_minibatches, shard_sizes
 
 
 def parse_args() -> argparse.Namespace:
@@ -120,17 +121,14 @@ def run_group(args: argparse.Namespace, num_learners: int, gpus: int) -> tuple[f
         torch.set_num_threads(args.threads_per_learner)
     group = LearnerGroup(
         LocalBackend(),
-        PPOTorchPolicy,
-        obs_space,
-        action_space,
-        config,
+        {"default_policy": (PPOTorchPolicy, obs_space, action_space, config)},
         num_learners=num_learners,
         num_gpus_per_learner=gpus,
     )
     rng = np.random.default_rng(0)
 
     def learn() -> dict:
-        group.learn(batch, args.num_sgd_iter, args.minibatch, rng)
+        group.learn({"default_policy": batch}, args.num_sgd_iter, args.minibatch, rng)
         return group.timings
 
     try:
@@ -145,7 +143,10 @@ def run_from_env(args: argparse.Namespace) -> None:
     rendezvous = rendezvous_from_environment(os.environ)
     obs_space, action_space, config, batch = setup(args)
     device = f"cuda:{rendezvous.local_rank % torch.cuda.device_count()}" if args.gpu else "cpu"
-    learner = Learner(PPOTorchPolicy, obs_space, action_space, config, args.threads_per_learner)
+    learner = Learner(
+        {"default_policy": (PPOTorchPolicy, obs_space, action_space, config)},
+        args.threads_per_learner,
+    )
     learner.join(rendezvous, "nccl" if args.gpu else "gloo", device, timeout_s=300)
     sizes = shard_sizes(args.rows, rendezvous.world_size)
     start = sum(sizes[: rendezvous.rank])
@@ -154,7 +155,7 @@ def run_from_env(args: argparse.Namespace) -> None:
 
     def learn() -> dict:
         plan = plan_minibatches(sizes, args.num_sgd_iter, args.minibatch, rng)
-        return learner.learn(shard, plan[rendezvous.rank])
+        return learner.learn({"default_policy": (shard, plan[rendezvous.rank])})
 
     rate = args.rows * args.num_sgd_iter / measure(learn, args.repeats)["wall_s"]
     if rendezvous.is_master:

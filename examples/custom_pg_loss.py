@@ -32,6 +32,7 @@ from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing, compute_advantages
 from hpcrl.optimizers import SyncSamplesOptimizer
+from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -54,13 +55,12 @@ def returns_postprocessor(policy, sample_batch, other_agent_batches=None, episod
     )
 
 
-def pg_loss(policy, model, dist_class, train_batch: SampleBatch) -> torch.Tensor:
-    """REINFORCE: -E[log pi(a|s) * A]."""
+def pg_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
+    """REINFORCE: -E[log pi(a|s) * A], reported as the learner stat ``policy_loss``."""
     logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
     logp = dist_class(logits, model).logp(train_batch[SampleBatch.ACTIONS])
     loss = -(logp * train_batch[Postprocessing.ADVANTAGES]).mean()
-    policy.loss_stats["policy_loss"] = loss
-    return loss
+    return LossOutput(loss, terms={"policy_loss": loss})
 
 
 MyPGPolicy = build_torch_policy(
@@ -86,15 +86,15 @@ MyPGTrainer = build_trainer(
 
 
 # with_updates: the same policy and trainer with an entropy bonus in the loss.
-def pg_loss_with_entropy(policy, model, dist_class, train_batch: SampleBatch) -> torch.Tensor:
+def pg_loss_with_entropy(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
     """REINFORCE minus ``entropy_coeff`` times the policy's mean entropy."""
     logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
     dist = dist_class(logits, model)
     logp = dist.logp(train_batch[SampleBatch.ACTIONS])
     policy_loss = -(logp * train_batch[Postprocessing.ADVANTAGES]).mean()
     entropy = dist.entropy().mean()
-    policy.loss_stats.update({"policy_loss": policy_loss, "entropy": entropy})
-    return policy_loss - policy.config["entropy_coeff"] * entropy
+    total = policy_loss - policy.config["entropy_coeff"] * entropy
+    return LossOutput(total, terms={"policy_loss": policy_loss, "entropy": entropy})
 
 
 MyPGEntropyPolicy = MyPGPolicy.with_updates(name="MyPGEntropyPolicy", loss_fn=pg_loss_with_entropy)

@@ -33,6 +33,7 @@ from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.pg import postprocess_returns
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing
+from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -54,17 +55,16 @@ def action_prob_fetch(policy, input_dict, state_batches, model, action_dist) -> 
     return {ACTION_PROB: action_dist.sampled_action_logp().exp()}
 
 
-def importance_weighted_pg_loss(
-    policy, model, dist_class, train_batch: SampleBatch
-) -> torch.Tensor:
+def importance_weighted_pg_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
     """-E[min(1, pi(a|s) / mu(a|s)) * log pi(a|s) * A], mu being ``action_prob``."""
     logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
     logp = dist_class(logits, model).logp(train_batch[SampleBatch.ACTIONS])
     behaviour_prob = train_batch[ACTION_PROB]
     rho = (logp.detach().exp() / behaviour_prob).clamp(max=1.0)
     loss = -(rho * logp * train_batch[Postprocessing.ADVANTAGES]).mean()
-    policy.loss_stats.update(
-        {
+    return LossOutput(
+        loss,
+        terms={
             "policy_loss": loss,
             "mean_action_prob": behaviour_prob.mean(),
             "mean_rho": rho.mean(),
@@ -72,9 +72,8 @@ def importance_weighted_pg_loss(
             "max_prob_error": (behaviour_prob - train_batch[SampleBatch.ACTION_LOGP].exp())
             .abs()
             .max(),
-        }
+        },
     )
-    return loss
 
 
 ActionProbPolicy = build_torch_policy(

@@ -23,6 +23,8 @@ _EXPORTS = {
     "TorchModel": "hpcrl.models.torch_model",
     "register_env": "hpcrl.env.registry",
     "EnvContext": "hpcrl.env.registry",
+    "MultiAgentEnv": "hpcrl.env.multi_agent_env",
+    "LossOutput": "hpcrl.policy.loss_output",
     "RolloutWorker": "hpcrl.evaluation.rollout_worker",
     "WorkerSet": "hpcrl.evaluation.worker_set",
     "Postprocessing": "hpcrl.evaluation.postprocessing",

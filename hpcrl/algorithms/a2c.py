@@ -13,8 +13,10 @@ import torch
 
 from hpcrl.algorithms.actor_critic import explained_variance, vf_preds_fetches
 from hpcrl.algorithms.config import with_common_config
+from hpcrl.algorithms.sgd_optimizer import make_sgd_optimizer
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing, compute_gae_for_sample_batch
+from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -41,7 +43,7 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
 )
 
 
-def a2c_loss(policy, model, dist_class, train_batch: SampleBatch) -> torch.Tensor:
+def a2c_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
     """Policy loss + vf_loss_coeff * value loss - entropy_coeff * entropy."""
     config = policy.config
     logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
@@ -58,8 +60,7 @@ def a2c_loss(policy, model, dist_class, train_batch: SampleBatch) -> torch.Tenso
         total = total + config["vf_loss_coeff"] * vf_loss
         stats["vf_loss"] = vf_loss
         stats["vf_explained_var"] = explained_variance(targets, values.detach())
-    policy.loss_stats.update(stats)
-    return total
+    return LossOutput(total, terms=stats)
 
 
 A2CTorchPolicy = build_torch_policy(
@@ -80,5 +81,6 @@ A2CTrainer = build_trainer(
     "A2C",
     A2CTorchPolicy,
     default_config=DEFAULT_CONFIG,
+    make_policy_optimizer=make_sgd_optimizer,
     validate_config=validate_config,
 )

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from hpcrl.algorithms.config import with_common_config
+from hpcrl.algorithms.sgd_optimizer import make_sgd_optimizer
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.policy_evaluation import evaluate_policy
+from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -53,13 +53,12 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
 )
 
 
-def bc_loss(policy, model, dist_class, train_batch: SampleBatch) -> torch.Tensor:
+def bc_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
     """-E[log pi(a|s)] over the recorded (s, a)."""
     logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
     logp = dist_class(logits, model).logp(train_batch[SampleBatch.ACTIONS])
     loss = -logp.mean()
-    policy.loss_stats["policy_loss"] = loss
-    return loss
+    return LossOutput(loss, terms={"policy_loss": loss})
 
 
 BCTorchPolicy = build_torch_policy(
@@ -104,6 +103,7 @@ BCTrainer = build_trainer(
     "BC",
     BCTorchPolicy,
     default_config=DEFAULT_CONFIG,
+    make_policy_optimizer=make_sgd_optimizer,
     validate_config=validate_config,
     after_train_result=evaluate,
 )

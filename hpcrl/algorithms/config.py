@@ -33,8 +33,21 @@ COMMON_CONFIG: dict[str, Any] = {
     "explore": True,
     # Clip continuous actions to the action space bounds before stepping the env.
     "clip_actions": True,
+    # --- multi-agent (hpcrl.evaluation.policy_specs) ---
+    # "policies": {policy_id: (policy_cls or None, obs_space or None, act_space or None,
+    #   config overrides)} or a list of ids (None: the trainer's policy, the env's spaces);
+    # "policy_mapping_fn": fn(agent_id, episode, worker, **kw) -> policy_id, or a
+    #   "module:function" string; "policies_to_train": ids that learn (None: all);
+    # "count_steps_by": "env_steps" or "agent_steps" (what train_batch_size and
+    #   rollout_fragment_length count).
+    "multiagent": {
+        "policies": {},
+        "policy_mapping_fn": None,
+        "policies_to_train": None,
+        "count_steps_by": "env_steps",
+    },
     # --- training ---
-    # Rows gathered before each learning step.
+    # Steps gathered before each learning step.
     "train_batch_size": 200,
     # Discount factor.
     "gamma": 0.99,
@@ -122,6 +135,11 @@ def merge_config(defaults: dict[str, Any], config: dict[str, Any] | None) -> dic
         if key not in defaults:
             raise ValueError(unknown_key_message("config key", key, defaults))
         _check_type(key, value, defaults[key])
+        if key == "multiagent":
+            from hpcrl.evaluation.policy_specs import check_multiagent_config
+
+            check_multiagent_config(value)  # raises for bad input; workers resolve it
+            value = {**defaults[key], **value}
         merged[key] = value
     merged["model"] = merge_model_config(merged.get("model") or {})
     return merged

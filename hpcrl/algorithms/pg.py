@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from hpcrl.algorithms.config import with_common_config
+from hpcrl.algorithms.sgd_optimizer import make_sgd_optimizer
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing, compute_advantages
+from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -29,13 +29,12 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
 )
 
 
-def pg_loss(policy, model, dist_class, train_batch: SampleBatch) -> torch.Tensor:
+def pg_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
     """-E[log pi(a|s) * A]."""
     logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
     logp = dist_class(logits, model).logp(train_batch[SampleBatch.ACTIONS])
     loss = -(logp * train_batch[Postprocessing.ADVANTAGES]).mean()
-    policy.loss_stats["policy_loss"] = loss
-    return loss
+    return LossOutput(loss, terms={"policy_loss": loss})
 
 
 def postprocess_returns(policy, sample_batch, other_agent_batches=None, episode=None):
@@ -57,4 +56,5 @@ PGTrainer = build_trainer(
     "PG",
     PGTorchPolicy,
     default_config=DEFAULT_CONFIG,
+    make_policy_optimizer=make_sgd_optimizer,
 )

@@ -18,10 +18,12 @@ import torch
 
 from hpcrl.algorithms.actor_critic import explained_variance, vf_preds_fetches
 from hpcrl.algorithms.config import with_common_config
+from hpcrl.algorithms.sgd_optimizer import make_sgd_optimizer
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing, compute_gae_for_sample_batch
+from hpcrl.policy.loss_output import LEARNER_STATS_KEY, LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
-from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, SampleBatch
+from hpcrl.policy.sample_batch import SampleBatch
 from hpcrl.policy.schedules import LearningRateSchedule
 
 DEFAULT_CONFIG: dict[str, Any] = with_common_config(
@@ -61,8 +63,8 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
 )
 
 
-def ppo_loss(policy, model, dist_class, train_batch: SampleBatch) -> torch.Tensor:
-    """The PPO objective; records its terms in ``policy.loss_stats``."""
+def ppo_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
+    """The PPO objective with its terms (policy, value and KL losses, entropy)."""
     config = policy.config
     logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
     dist = dist_class(logits, model)
@@ -89,14 +91,14 @@ def ppo_loss(policy, model, dist_class, train_batch: SampleBatch) -> torch.Tenso
     total = policy_loss + config["vf_loss_coeff"] * vf_loss - config["entropy_coeff"] * entropy
     if policy.kl_coeff > 0:
         total = total + policy.kl_coeff * kl
-    policy.loss_stats.update(
-        policy_loss=policy_loss,
-        vf_loss=vf_loss,
-        kl=kl,
-        entropy=entropy,
-        vf_explained_var=explained_variance(targets, values.detach()),
-    )
-    return total
+    terms = {
+        "policy_loss": policy_loss,
+        "vf_loss": vf_loss,
+        "kl": kl,
+        "entropy": entropy,
+        "vf_explained_var": explained_variance(targets, values.detach()),
+    }
+    return LossOutput(total, terms=terms)
 
 
 class KLCoeffMixin:
@@ -149,17 +151,22 @@ def validate_config(config: dict[str, Any]) -> None:
 
 
 def update_kl(trainer, fetches: dict[str, Any]) -> None:
-    """Adapt the KL coefficient from the step's mean KL (``after_optimizer_step``)."""
-    stats = fetches.get(DEFAULT_POLICY_ID, {})
-    policy = trainer.get_policy()
-    if "kl" in stats and policy.kl_coeff > 0:
-        policy.update_kl(stats["kl"])
+    """Adapt each trained policy's KL coefficient from its step's mean KL
+    (``after_optimizer_step``)."""
+
+    def update(policy, pid):
+        stats = fetches.get(pid, {}).get(LEARNER_STATS_KEY, {})
+        if "kl" in stats and policy.kl_coeff > 0:
+            policy.update_kl(stats["kl"])
+
+    trainer.workers.local_worker().foreach_trainable_policy(update)
 
 
 PPOTrainer = build_trainer(
     "PPO",
     PPOTorchPolicy,
     default_config=DEFAULT_CONFIG,
+    make_policy_optimizer=make_sgd_optimizer,
     validate_config=validate_config,
     after_optimizer_step=update_kl,
 )

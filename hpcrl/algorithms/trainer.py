@@ -12,7 +12,6 @@ import numpy as np
 from hpcrl.algorithms.config import COMMON_CONFIG, merge_config
 from hpcrl.env.registry import resolve_env_creator
 from hpcrl.evaluation.metrics import MetricsWindow
-from hpcrl.evaluation.postprocessing import Postprocessing
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.learners.learner_group import check_learner_config, uses_learner_group
 from hpcrl.optimizers.data_parallel_optimizer import DataParallelOptimizer
@@ -38,6 +37,38 @@ RESULT_KEYS = (
     "num_healthy_workers",
     "num_worker_restarts",
 )
+
+
+def make_sync_optimizer(
+    workers: WorkerSet,
+    config: dict[str, Any],
+    *,
+    num_sgd_iter: int = 1,
+    sgd_minibatch_size: int = 0,
+    standardize_fields: tuple[str, ...] = (),
+) -> SyncSamplesOptimizer:
+    """``SyncSamplesOptimizer`` over ``train_batch_size`` steps with the given SGD
+    settings, or the ``DataParallelOptimizer`` with the same settings when the config
+    asks for data-parallel learners (``num_learners > 1`` or ``num_gpus_per_learner > 0``).
+
+    Algorithms that learn by minibatch SGD name it with their own keys, e.g. PPO's
+    ``num_sgd_iter``, ``sgd_minibatch_size`` and ``standardize_advantages``."""
+    sgd = {
+        "train_batch_size": config["train_batch_size"],
+        "num_sgd_iter": num_sgd_iter,
+        "sgd_minibatch_size": sgd_minibatch_size,
+        "standardize_fields": standardize_fields,
+    }
+    if uses_learner_group(config):
+        return DataParallelOptimizer(
+            workers,
+            **sgd,
+            num_learners=config["num_learners"],
+            num_gpus_per_learner=config["num_gpus_per_learner"],
+            learner_backend=config["learner_backend"],
+            learner_timeout_s=config["learner_timeout_s"],
+        )
+    return SyncSamplesOptimizer(workers, **sgd)
 
 
 class Trainer:
@@ -105,28 +136,9 @@ class Trainer:
         return self._policy
 
     def make_policy_optimizer(self, workers: WorkerSet, config: dict[str, Any]) -> PolicyOptimizer:
-        """``SyncSamplesOptimizer`` over ``train_batch_size`` rows, with the config's
-        ``num_sgd_iter``, ``sgd_minibatch_size`` and ``standardize_advantages`` where
-        the algorithm has them (one whole-batch step, no scaling otherwise); the
-        ``DataParallelOptimizer`` with the same settings when the config asks for
-        data-parallel learners (``num_learners > 1`` or ``num_gpus_per_learner > 0``)."""
-        fields = (Postprocessing.ADVANTAGES,) if config.get("standardize_advantages") else ()
-        sgd = {
-            "train_batch_size": config["train_batch_size"],
-            "num_sgd_iter": config.get("num_sgd_iter", 1),
-            "sgd_minibatch_size": config.get("sgd_minibatch_size", 0),
-            "standardize_fields": fields,
-        }
-        if uses_learner_group(config):
-            return DataParallelOptimizer(
-                workers,
-                **sgd,
-                num_learners=config["num_learners"],
-                num_gpus_per_learner=config["num_gpus_per_learner"],
-                learner_backend=config["learner_backend"],
-                learner_timeout_s=config["learner_timeout_s"],
-            )
-        return SyncSamplesOptimizer(workers, **sgd)
+        """The algorithm's optimizer; by default ``make_sync_optimizer``: one
+        whole-batch learning step per ``train_batch_size`` steps sampled."""
+        return make_sync_optimizer(workers, config)
 
     def before_init(self) -> None:
         """Called after the config is checked, before workers are made."""
@@ -188,6 +200,7 @@ class Trainer:
 
     # -- using the policy ------------------------------------------------
     def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
+        """The driver's policy ``policy_id`` (the only one when there is one)."""
         return self.workers.local_worker().get_policy(policy_id)
 
     def compute_single_action(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hpcrl.algorithms.config import COMMON_CONFIG
 from hpcrl.algorithms.trainer import Trainer
 from hpcrl.policy.policy import Policy
 from hpcrl.policy.policy_template import make_built_class
@@ -14,7 +15,7 @@ def build_trainer(
     name: str,
     default_policy: type[Policy],
     *,
-    default_config: dict[str, Any],
+    default_config: dict[str, Any] | None = None,
     get_policy_class: Callable[[dict[str, Any]], type[Policy] | None] | None = None,
     make_policy_optimizer: Callable[..., Any] | None = None,
     validate_config: Callable[[dict[str, Any]], None] | None = None,
@@ -30,15 +31,14 @@ def build_trainer(
     Args:
         name: the algorithm's name (shown in results and errors).
         default_policy: the Policy class its workers use.
-        default_config: every config key the trainer accepts, with defaults.
+        default_config: every config key the trainer accepts, with defaults
+            (None: the common config, ``hpcrl.algorithms.config.COMMON_CONFIG``).
         get_policy_class: ``f(config)`` returning another policy class, or None
             for ``default_policy``.
         make_policy_optimizer: ``f(workers, config) -> PolicyOptimizer``
-            (default: ``Trainer.make_policy_optimizer``, a ``SyncSamplesOptimizer``
-            configured from ``train_batch_size``, ``num_sgd_iter``,
-            ``sgd_minibatch_size`` and ``standardize_advantages``, or a
-            ``DataParallelOptimizer`` when ``num_learners > 1`` or
-            ``num_gpus_per_learner > 0``).
+            (default: ``make_sync_optimizer(workers, config)``, one whole-batch
+            step per ``train_batch_size`` steps, on data-parallel learners when
+            ``num_learners > 1`` or ``num_gpus_per_learner > 0``).
         validate_config: ``f(config)``; raise ValueError for bad combinations.
         before_init, after_init, before_train_step: ``f(trainer)``.
         after_optimizer_step: ``f(trainer, fetches)`` after every optimizer step.
@@ -55,6 +55,8 @@ def build_trainer(
         'Other'
     """
     build_args = dict(locals())
+    if default_config is None:
+        default_config = COMMON_CONFIG
     namespace: dict[str, Any] = {
         "_name": name,
         "_default_config": default_config,

@@ -7,9 +7,15 @@ backend (local, dask, mpi) carries the calls out with its own engine.
 from __future__ import annotations
 
 import pickle
+import signal
 import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+# Slurm's warning signals before it ends a job: a trainer checkpoints and exits on
+# them (hpcrl.tune.preemption); an MPI worker rank leaves them to its driver. Defined
+# here, below both, so that a backend does not import the experiment layer.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class RemoteError(RuntimeError):

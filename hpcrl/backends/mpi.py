@@ -45,13 +45,13 @@ from typing import Any
 import numpy as np
 
 from hpcrl.backends.base import (
+    PREEMPTION_SIGNALS,
     Backend,
     Future,
     RemoteError,
     WorkerTimeoutError,
     picklable_error,
 )
-from hpcrl.tune.preemption import PREEMPTION_SIGNALS
 
 TAG_REQUEST = 11
 TAG_RESULT = 12

@@ -9,6 +9,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from hpcrl.env.multi_agent_env import MultiAgentEnv
+
 EnvCreator = Callable[["EnvContext"], Any]
 
 _ENV_CREATORS: dict[str, EnvCreator] = {}
@@ -75,6 +77,9 @@ def resolve_env_creator(env: str | EnvCreator) -> EnvCreator | str:
         raise TypeError(f"env must be a name or a creator function, got {env!r}")
     if env in _ENV_CREATORS:
         return _ENV_CREATORS[env]
+    pettingzoo_creator = _pettingzoo_module_creator(env)
+    if pettingzoo_creator is not None:
+        return pettingzoo_creator
     if ":" in env:
         module, _, _ = env.partition(":")
         try:
@@ -93,6 +98,60 @@ def resolve_env_creator(env: str | EnvCreator) -> EnvCreator | str:
     return env_id
 
 
+def _pettingzoo_module_creator(env: str) -> EnvCreator | None:
+    """For ``"pettingzoo.classic.tictactoe_v3"`` (any module path under ``pettingzoo``): a
+    creator calling the module's ``parallel_env(**env_config)`` if it has one, else its
+    ``env(**env_config)``."""
+    if not env.startswith("pettingzoo."):
+        return None
+    from hpcrl.env.pettingzoo_env import require_pettingzoo
+
+    require_pettingzoo()
+    try:
+        module = importlib.import_module(env)
+    except ImportError as err:
+        raise ValueError(f"cannot import the PettingZoo env module {env!r}: {err}") from err
+    make = getattr(module, "parallel_env", None) or getattr(module, "env", None)
+    if make is None:
+        raise ValueError(f"PettingZoo module {env!r} has neither parallel_env() nor env()")
+    return lambda env_config: make(**dict(env_config))
+
+
+def make_worker_envs(
+    env: str | EnvCreator,
+    num_envs: int,
+    context: EnvContext,
+    vectorization_mode: str = "auto",
+) -> gym.vector.VectorEnv | list[MultiAgentEnv]:
+    """A rollout worker's envs: a gymnasium VectorEnv of ``num_envs`` copies of a
+    single-agent env (``make_vector_env``), or a list of ``num_envs`` copies of a
+    multi-agent env (a ``MultiAgentEnv``; PettingZoo envs are wrapped as one).
+    """
+    _check_counts(num_envs, vectorization_mode)
+    creator = resolve_env_creator(env)
+    if isinstance(creator, str):
+        return _make_gym_vector_env(creator, num_envs, dict(context), vectorization_mode)
+    first = creator(context)
+    multi_agent = as_multi_agent_env(first)
+    if multi_agent is None:
+        return _vectorize(creator, first, num_envs, context, vectorization_mode)
+    copies = [multi_agent]
+    for index in range(1, num_envs):
+        copies.append(as_multi_agent_env(creator(context.copy_with(vector_index=index))))
+    return copies
+
+
+def as_multi_agent_env(env: Any) -> MultiAgentEnv | None:
+    """``env`` as a MultiAgentEnv (PettingZoo envs wrapped), or None for a gymnasium env."""
+    if isinstance(env, MultiAgentEnv):
+        return env
+    from hpcrl.env.pettingzoo_env import is_pettingzoo_env, wrap_pettingzoo
+
+    if is_pettingzoo_env(env):
+        return wrap_pettingzoo(env)
+    return None
+
+
 def make_vector_env(
     env: str | EnvCreator,
     num_envs: int,
@@ -106,16 +165,31 @@ def make_vector_env(
     ``"async"`` runs each env in a subprocess. A creator that returns a
     VectorEnv is used as it is (its ``num_envs`` must match).
     """
+    _check_counts(num_envs, vectorization_mode)
+    creator = resolve_env_creator(env)
+    if isinstance(creator, str):
+        return _make_gym_vector_env(creator, num_envs, dict(context), vectorization_mode)
+    first = creator(context)
+    if as_multi_agent_env(first) is not None:
+        raise TypeError(
+            f"the env creator returned {type(first).__name__}, a multi-agent env; a vector "
+            "env needs a single-agent gymnasium Env (multi-agent envs run in a RolloutWorker)"
+        )
+    return _vectorize(creator, first, num_envs, context, vectorization_mode)
+
+
+def _check_counts(num_envs: int, vectorization_mode: str) -> None:
     if vectorization_mode not in VECTORIZATION_MODES:
         raise ValueError(
             f"vectorization_mode={vectorization_mode!r}; expected one of {VECTORIZATION_MODES}"
         )
     if num_envs < 1:
         raise ValueError(f"num_envs_per_worker must be >= 1, got {num_envs}")
-    creator = resolve_env_creator(env)
-    if isinstance(creator, str):
-        return _make_gym_vector_env(creator, num_envs, dict(context), vectorization_mode)
-    first = creator(context)
+
+
+def _vectorize(
+    creator: EnvCreator, first: Any, num_envs: int, context: EnvContext, vectorization_mode: str
+) -> gym.vector.VectorEnv:
     if isinstance(first, gym.vector.VectorEnv):
         if first.num_envs != num_envs:
             raise ValueError(
@@ -124,7 +198,10 @@ def make_vector_env(
             )
         return first
     if not isinstance(first, gym.Env):
-        raise TypeError(f"env creator returned {type(first).__name__}, expected a gymnasium Env")
+        raise TypeError(
+            f"env creator returned {type(first).__name__}, expected a gymnasium Env or "
+            "VectorEnv, a hpcrl.env.MultiAgentEnv or a PettingZoo env"
+        )
     made = [first]
 
     def factory(index: int) -> Callable[[], gym.Env]:

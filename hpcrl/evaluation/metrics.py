@@ -67,8 +67,10 @@ class MetricsWindow:
     def __init__(self, size: int = 100) -> None:
         if size < 1:
             raise ValueError(f"metrics_smoothing_episodes must be >= 1, got {size}")
+        self.size = size
         self.returns: deque[float] = deque(maxlen=size)
         self.lengths: deque[int] = deque(maxlen=size)
+        self.policy_returns: dict[str, deque[float]] = {}
         self.episodes_total = 0
 
     def add(self, worker_metrics: Iterable[dict[str, Any]]) -> int:
@@ -77,6 +79,9 @@ class MetricsWindow:
         for metrics in worker_metrics:
             self.returns.extend(float(r) for r in metrics["episode_returns"])
             self.lengths.extend(int(n) for n in metrics["episode_lengths"])
+            for pid, returns in metrics.get("policy_returns", {}).items():
+                window = self.policy_returns.setdefault(pid, deque(maxlen=self.size))
+                window.extend(float(r) for r in returns)
             added += len(metrics["episode_returns"])
         self.episodes_total += added
         return added
@@ -86,6 +91,10 @@ class MetricsWindow:
         return {
             "returns": np.array(self.returns, dtype=np.float64),
             "lengths": np.array(self.lengths, dtype=np.int64),
+            "policy_returns": {
+                pid: np.array(window, dtype=np.float64)
+                for pid, window in self.policy_returns.items()
+            },
             "episodes_total": self.episodes_total,
         }
 
@@ -94,10 +103,27 @@ class MetricsWindow:
         self.lengths.clear()
         self.returns.extend(float(r) for r in state["returns"])
         self.lengths.extend(int(n) for n in state["lengths"])
+        self.policy_returns = {
+            pid: deque((float(r) for r in returns), maxlen=self.size)
+            for pid, returns in state.get("policy_returns", {}).items()
+        }
         self.episodes_total = int(state["episodes_total"])
 
-    def summary(self) -> dict[str, float]:
-        return summarize_episodes(np.fromiter(self.returns, dtype=np.float64), self.lengths)
+    def summary(self) -> dict[str, Any]:
+        """Episode return and length summaries; with several agents, also
+        ``policy_reward_mean/min/max``: ``{policy_id: value}`` over the returns of the
+        agents each policy played in the window's episodes."""
+        summary: dict[str, Any] = summarize_episodes(
+            np.fromiter(self.returns, dtype=np.float64), self.lengths
+        )
+        if self.policy_returns:
+            for stat, reduce in (("mean", np.mean), ("min", np.min), ("max", np.max)):
+                summary[f"policy_reward_{stat}"] = {
+                    pid: float(reduce(window))
+                    for pid, window in sorted(self.policy_returns.items())
+                    if window
+                }
+        return summary
 
 
 def summarize_episodes(returns: np.ndarray, lengths: Iterable[int]) -> dict[str, float]:

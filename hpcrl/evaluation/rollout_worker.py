@@ -9,26 +9,25 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from hpcrl.env.registry import EnvContext, make_vector_env
-from hpcrl.evaluation.fragment_buffer import FragmentBuffer
-from hpcrl.evaluation.metrics import EpisodeStats
+from hpcrl.env.registry import EnvContext, make_worker_envs
+from hpcrl.evaluation.multi_agent_sampler import (
+    Episode,
+    MultiAgentSampler,
+    OtherAgentBatches,
+    mapping_caller,
+)
+from hpcrl.evaluation.policy_specs import (
+    PolicySpec,
+    check_multiagent_config,
+    default_policy_mapping_fn,
+    resolve_policy_specs,
+)
+from hpcrl.evaluation.sampler import VectorEnvSampler
 from hpcrl.policy.policy import Policy
-from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, SampleBatch
+from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
 
 BATCH_MODES = ("truncate_episodes", "complete_episodes")
 
-
-class _NoInfo(dict):
-    """The info of a row whose env returned none: an empty dict that cannot be
-    changed, so one instance is shared by every such row (and pickles)."""
-
-    def _read_only(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("this row has no env info; the empty info dict is read-only")
-
-    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only
-
-
-_NO_INFO = _NoInfo()
 
 # Keys of the trainer config a RolloutWorker reads, with their defaults.
 WORKER_DEFAULTS: dict[str, Any] = {
@@ -41,35 +40,39 @@ WORKER_DEFAULTS: dict[str, Any] = {
     "input": None,
     "output": None,
     "output_compress": None,
+    "clip_actions": True,
+    "multiagent": {},
 }
 
 
 class RolloutWorker:
-    """Owns a vector of envs and a policy; ``sample()`` returns experience.
+    """Owns copies of an env and a map of policies; ``sample()`` returns experience.
 
     One ``sample()`` holds at least ``rollout_fragment_length`` steps of each
-    of the ``num_envs_per_worker`` envs (``truncate_episodes``: episodes are
-    cut at the fragment's end and bootstrapped), or at least that many steps
-    per env in whole episodes (``complete_episodes``). Every vector step runs
-    one batched ``compute_actions`` for all envs.
+    of the ``num_envs_per_worker`` env copies (``truncate_episodes``: episodes
+    are cut at the fragment's end and bootstrapped), or at least that many
+    steps per copy in whole episodes (``complete_episodes``).
 
-    gymnasium's vector envs spend one step of an env on its reset after an
-    episode ends (next-step autoreset); that step is not a transition. In
-    ``truncate_episodes`` mode the worker steps until every env has a full
-    fragment, so an env that reset less often returns a few more rows (one
-    per reset of the slowest env). Nothing is held over to the next
-    ``sample()``: every row was sampled with the weights of this call.
-    ``complete_episodes`` holds the unfinished episodes over, as it must.
+    - A gymnasium env is stepped as one vector env with one policy
+      (``hpcrl.evaluation.sampler``): one batched ``compute_actions`` per
+      step for all copies; ``sample()`` returns a ``SampleBatch``.
+    - A multi-agent env (``hpcrl.env.MultiAgentEnv``, or a PettingZoo Parallel
+      or AEC env) is stepped with the policy map of ``config["multiagent"]``
+      (``hpcrl.evaluation.multi_agent_sampler``): each step runs one batched
+      ``compute_actions`` per policy over all agents mapped to it in all
+      copies; ``sample()`` returns a ``MultiAgentBatch``.
 
-    The batch is postprocessed (``policy.postprocess_trajectory``) once, over
-    all its trajectories, before it is returned.
+    The batch is postprocessed before it is returned: each policy's
+    ``postprocess_trajectory`` once over all its trajectories of the fragment
+    (with ``other_agent_batches``, the rows of every agent of the fragment,
+    for a multi-agent env).
 
     With ``config["output"] = DIR`` every batch ``sample()`` returns is also
     appended to this worker's own HDF5 file in ``DIR`` (``hpcrl.io.BatchWriter``).
     With ``config["input"]`` (a directory or list of such files) the worker
     has no env: ``sample()`` returns the next recorded batch of its share
-    (``hpcrl.io.BatchReader``), postprocessed by this worker's policy, and the
-    spaces come from the files.
+    (``hpcrl.io.BatchReader``), postprocessed by this worker's policies, and
+    the spaces come from the files.
 
     ``get_state()``/``set_state()`` carry everything a checkpoint needs to
     continue sampling exactly: episode ids, counters, running episode
@@ -77,9 +80,12 @@ class RolloutWorker:
     policies' state.
 
     Args:
-        env: gymnasium id, name given to ``register_env``, or a creator
-            ``f(env_config) -> Env | VectorEnv`` (None with ``config["input"]``).
-        policy: a ``Policy`` subclass, built with this worker's spaces and ``config``.
+        env: gymnasium id, name given to ``register_env``, a PettingZoo module
+            path, or a creator ``f(env_config)`` returning a gymnasium Env or
+            VectorEnv, a MultiAgentEnv or a PettingZoo env (None with ``config["input"]``).
+        policy: the default ``Policy`` subclass (for policies whose class the
+            ``multiagent`` config leaves as None), built with this worker's
+            spaces and ``config``.
         config: the trainer config (``WORKER_DEFAULTS`` keys plus the policy's).
         worker_index: 0 for the driver's local worker, 1..N for remote ones;
             seeds are offset by it.
@@ -96,7 +102,7 @@ class RolloutWorker:
 
     def __init__(
         self,
-        env: str | Callable[..., Any],
+        env: str | Callable[..., Any] | None,
         policy: type[Policy],
         config: dict[str, Any],
         worker_index: int = 0,
@@ -117,31 +123,47 @@ class RolloutWorker:
         self.num_envs = int(num_envs or self.config["num_envs_per_worker"])
         seed = self.config["seed"]
         self.seed = None if seed is None else int(seed) + 1000 * worker_index
+        multiagent = check_multiagent_config(self.config["multiagent"])
+        self.config["multiagent"] = multiagent
+        self.policy_mapping_fn = multiagent["policy_mapping_fn"] or default_policy_mapping_fn
+        self.count_steps_by = multiagent["count_steps_by"]
+        self.global_timestep = 0
         self._reader = None
-        self.env = None
+        self.env: Any = None
+        self.multi_agent = False
         if self.config["input"]:
             from hpcrl.io.batch_reader import BatchReader
 
             self._reader = BatchReader(
                 self.config["input"], worker_index=worker_index, num_workers=num_workers
             )
-            self.observation_space, self.action_space = _recorded_spaces(self._reader)
+            recorded = self._reader.spaces()
+            specs = multiagent["policies"] or {pid: PolicySpec() for pid in recorded}
+            specs = resolve_policy_specs(specs, policy, recorded.get)
         else:
             context = EnvContext(self.config["env_config"], worker_index, 0, num_workers)
-            self.env = make_vector_env(
+            self.env = make_worker_envs(
                 env, self.num_envs, context, self.config["vectorization_mode"]
             )
-            self.observation_space = self.env.single_observation_space
-            self.action_space = self.env.single_action_space
-        policy_config = {**self.config, "seed": self.seed, "worker_index": worker_index}
-        self.policy_map: dict[str, Policy] = {
-            DEFAULT_POLICY_ID: policy(self.observation_space, self.action_space, policy_config)
-        }
-        self._started = False
-        self._buffer = FragmentBuffer(self.num_envs, self.fragment_length + 8)
-        self._episodes = EpisodeStats(self.num_envs)
+            self.multi_agent = isinstance(self.env, list)
+            specs = self._policy_specs(multiagent["policies"], policy)
+        self.policy_map: dict[str, Policy] = {}
+        for i, (pid, spec) in enumerate(specs.items()):
+            policy_seed = None if self.seed is None else self.seed + i
+            policy_config = {
+                **self.config,
+                **spec.config,
+                "seed": policy_seed,
+                "worker_index": worker_index,
+            }
+            self.policy_map[pid] = spec.policy_class(
+                spec.observation_space, spec.action_space, policy_config
+            )
+        to_train = multiagent["policies_to_train"]
+        self.policies_to_train: list[str] = list(self.policy_map) if to_train is None else to_train
         self._next_eps_id = (worker_index << 40) + 1
         self._steps_sampled = 0
+        self._sampler: Any = None
         self._writer = None
         if self.config["output"]:
             from hpcrl.io.batch_writer import BatchWriter
@@ -156,172 +178,173 @@ class RolloutWorker:
                 },
             )
 
+    def _policy_specs(self, policies: dict[str, PolicySpec], default: type[Policy]) -> dict:
+        """The policy specs with spaces: from the gymnasium env's single spaces, or from
+        the agents of the multi-agent env mapped to each policy."""
+        if not self.multi_agent:
+            if len(policies) > 1:
+                raise ValueError(
+                    f"config['multiagent']['policies'] names {len(policies)} policies "
+                    f"({sorted(policies)}) but the env is a single-agent gymnasium env; use a "
+                    "MultiAgentEnv or a PettingZoo env for several policies"
+                )
+            spaces = (self.env.single_observation_space, self.env.single_action_space)
+            return resolve_policy_specs(
+                policies or {DEFAULT_POLICY_ID: PolicySpec()}, default, lambda pid: spaces
+            )
+        env = self.env[0]
+        probe = Episode(0, 0, self)
+        mapped: dict[str, list[Any]] = {}
+        for agent_id in env.get_agent_ids():
+            mapped.setdefault(self._map_agent(agent_id, probe), []).append(agent_id)
+
+        def agent_spaces(pid: str) -> tuple[gym.Space, gym.Space] | None:
+            agents = mapped.get(pid)
+            if not agents:
+                shared = (env.observation_space, env.action_space)
+                if any(s is None or _keyed_by_agent(s, env) for s in shared):
+                    return None
+                return shared
+            found = {
+                agent: (env.get_observation_space(agent), env.get_action_space(agent))
+                for agent in agents
+            }
+            first = next(iter(found.values()))
+            for agent, spaces in found.items():
+                if spaces != first:
+                    raise ValueError(
+                        f"agents {agents[0]!r} and {agent!r} are both mapped to policy {pid!r} "
+                        f"but have different spaces ({first} and {spaces}); map them to "
+                        "different policies or give the policy its spaces"
+                    )
+            return first
+
+        return resolve_policy_specs(
+            policies or {DEFAULT_POLICY_ID: PolicySpec()}, default, agent_spaces
+        )
+
+    def _map_agent(self, agent_id: Any, episode: Episode) -> str:
+        return mapping_caller(self.policy_mapping_fn)(agent_id, episode, self)
+
     # -- sampling --------------------------------------------------------
-    def sample(self) -> SampleBatch:
+    def sample(self) -> SampleBatch | MultiAgentBatch:
         """Collect one fragment of experience, postprocessed (or read the next
         recorded batch, with ``config["input"]``)."""
-        policy = self.policy_map[DEFAULT_POLICY_ID]
         if self._reader is not None:
-            return self._read_input(policy)
-        if not self._started:
-            self._start_episodes(policy, self.seed)
-        target = self.fragment_length
-        complete = self._complete
-        if complete:
-            while self._completed_rows < target * self.num_envs:
-                self._step(policy)
+            return self._read_input()
+        sampler = self._sampler or self._make_sampler()
+        if self.multi_agent:
+            batch = self._postprocess_multi_agent(sampler.sample())
+            self._steps_sampled += batch.env_steps()
         else:
-            # A step adds at most one row per env: take the steps the emptiest env
-            # surely needs, then count again.
-            while (missing := target - int(self._rows_per_env.min())) > 0:
-                for _ in range(missing):
-                    self._step(policy)
-                self._rows_per_env = self._buffer.valid[: self._buffer.size].sum(axis=0)
-        emit = self._rows_to_emit(complete)
-        columns = self._buffer.take(emit)
-        self._rows_per_env = self._buffer.valid[: self._buffer.size].sum(axis=0)
-        self._completed_rows = 0
-        batch = SampleBatch(columns)
-        batch[SampleBatch.AGENT_INDEX] = np.zeros(batch.count, dtype=np.int64)
-        self._steps_sampled += batch.count
-        batch = policy.postprocess_trajectory(batch)
+            batch = sampler.sample()
+            self._steps_sampled += batch.count
+            [(pid, policy)] = self.policy_map.items()
+            batch = policy.postprocess_trajectory(batch)
+            if pid != DEFAULT_POLICY_ID:
+                batch = MultiAgentBatch({pid: batch}, batch.count)
         if self._writer is not None:
             self._writer.write(batch)
         return batch
 
-    def _read_input(self, policy: Policy) -> SampleBatch:
+    def _make_sampler(self, seed: int | None = None) -> Any:
+        seed = self.seed if seed is None else seed
+        if self.multi_agent:
+            self._sampler = MultiAgentSampler(
+                self.env,
+                self.policy_map,
+                self.policy_mapping_fn,
+                self,
+                self.fragment_length,
+                self._complete,
+                self.count_steps_by,
+                seed,
+                bool(self.config["clip_actions"]),
+                self._next_eps_id,
+            )
+        else:
+            [policy] = self.policy_map.values()
+            self._sampler = VectorEnvSampler(
+                self.env,
+                policy,
+                self.fragment_length,
+                self._complete,
+                seed,
+                bool(self.config["clip_actions"]),
+                self._next_eps_id,
+            )
+        self._sampler.steps_sampled = self._steps_sampled
+        return self._sampler
+
+    def _postprocess_multi_agent(self, batch: MultiAgentBatch) -> MultiAgentBatch:
+        batches = batch.policy_batches
+        others = OtherAgentBatches(batches, self.policy_map, self._sampler.agent_ids())
+        out = {
+            pid: self.policy_map[pid].postprocess_trajectory(b, others, None)
+            for pid, b in batches.items()
+        }
+        return MultiAgentBatch(out, batch.env_steps())
+
+    def _read_input(self) -> SampleBatch | MultiAgentBatch:
         batch = self._reader.next()
-        if not isinstance(batch, SampleBatch):
-            raise ValueError(
-                f"the input holds {type(batch).__name__}es; a RolloutWorker reads SampleBatches "
-                "(files written by single-policy workers)"
+        if isinstance(batch, MultiAgentBatch):
+            self._steps_sampled += batch.env_steps()
+            return MultiAgentBatch(
+                {
+                    pid: self.policy_map[pid].postprocess_trajectory(b)
+                    for pid, b in batch.policy_batches.items()
+                    if pid in self.policy_map
+                },
+                batch.env_steps(),
             )
         self._steps_sampled += batch.count
+        [policy] = self.policy_map.values()
         return policy.postprocess_trajectory(batch)
 
-    def _start_episodes(self, policy: Policy, seed: int | None = None) -> None:
-        obs, _ = self.env.reset(seed=seed)
-        n = self.num_envs
-        self._obs = obs
-        self._state = [
-            np.repeat(np.asarray(s)[None], n, axis=0) for s in policy.get_initial_state()
-        ]
-        self._initial_state = [np.asarray(s) for s in policy.get_initial_state()]
-        self._eps_id = self._new_eps_ids(n)
-        self._t = np.zeros(n, dtype=np.int64)
-        self._resetting = np.zeros(n, dtype=bool)
-        self._rows_per_env = np.zeros(n, dtype=np.int64)
-        self._completed_rows = 0
-        self._since_done = np.zeros(n, dtype=np.int64)
-        self._env_ids = np.arange(n, dtype=np.int64)
-        self._no_infos = np.full(n, _NO_INFO, dtype=object)
-        self._no_infos.flags.writeable = False
-        self._any_resetting = False
-        if isinstance(self.action_space, gym.spaces.Box) and self.config.get("clip_actions", True):
-            self._clip = (self.action_space.low, self.action_space.high)
-        else:
-            self._clip = None
-        self._started = True
-
-    def _step(self, policy: Policy) -> None:
-        actions, state_out, extra = policy.compute_actions(
-            self._obs, self._state, timestep=self._steps_sampled
-        )
-        env_actions = actions if self._clip is None else np.clip(actions, *self._clip)
-        next_obs, rewards, terminated, truncated, infos = self.env.step(env_actions)
-        valid = ~self._resetting
-        step = {
-            SampleBatch.OBS: self._obs,
-            SampleBatch.ACTIONS: actions,
-            SampleBatch.REWARDS: rewards,
-            SampleBatch.TERMINATEDS: terminated,
-            SampleBatch.TRUNCATEDS: truncated,
-            SampleBatch.NEXT_OBS: next_obs,
-            SampleBatch.T: self._t,
-            SampleBatch.EPS_ID: self._eps_id,
-            SampleBatch.ENV_ID: self._env_ids,
-            SampleBatch.INFOS: self._split_infos(infos),
-        }
-        for i, (s_in, s_out) in enumerate(zip(self._state, state_out)):
-            step[f"state_in_{i}"] = s_in
-            step[f"state_out_{i}"] = s_out
-        step.update(extra)
-        self._buffer.add(step, valid)
-
-        done = (terminated | truncated) & valid
-        self._episodes.step(rewards, valid, done)
-        any_done = bool(done.any())
-        if self._complete:
-            self._since_done += valid
-            if any_done:
-                self._completed_rows += int(self._since_done[done].sum())
-                self._since_done[done] = 0
-
-        # Envs that were resetting this step start a new episode from next_obs.
-        # The buffer holds copies, so _t and _eps_id can change in place.
-        self._obs = next_obs
-        self._state = list(state_out)
-        self._t += 1
-        if self._any_resetting:
-            started = self._resetting
-            self._t[started] = 0
-            self._eps_id[started] = self._new_eps_ids(int(started.sum()))
-            for s, init in zip(self._state, self._initial_state):
-                s[started] = init
-        self._resetting = done
-        self._any_resetting = any_done
-
-    def _rows_to_emit(self, complete: bool) -> np.ndarray:
-        valid = self._buffer.valid[: self._buffer.size]
-        if not complete:
-            return valid
-        dones = (
-            self._buffer.columns[SampleBatch.TERMINATEDS][: self._buffer.size]
-            | (self._buffer.columns[SampleBatch.TRUNCATEDS][: self._buffer.size])
-        )
-        ended = dones & valid
-        # Per env, emit every row up to and including its last episode end.
-        steps = np.arange(len(valid))[:, None]
-        last_end = np.where(ended, steps, -1).max(axis=0)
-        return valid & (steps <= last_end[None, :])
-
-    def _split_infos(self, infos: dict[str, Any]) -> np.ndarray:
-        if not infos:
-            return self._no_infos
-        rows = self._no_infos.copy()
-        for key, values in infos.items():
-            if key.startswith("_"):
-                continue
-            present = infos.get(f"_{key}", np.ones(self.num_envs, dtype=bool))
-            for i in np.flatnonzero(present):
-                if rows[i] is _NO_INFO:
-                    rows[i] = {}
-                rows[i][key] = values[i]
-        return rows
-
-    def _new_eps_ids(self, n: int) -> np.ndarray:
-        ids = np.arange(self._next_eps_id, self._next_eps_id + n, dtype=np.int64)
-        self._next_eps_id += n
-        return ids
-
     # -- learning and weights -------------------------------------------
-    def learn_on_batch(self, samples: SampleBatch) -> dict[str, Any]:
-        return self.policy_map[DEFAULT_POLICY_ID].learn_on_batch(samples)
+    def learn_on_batch(self, samples: SampleBatch | MultiAgentBatch) -> dict[str, Any]:
+        """Learn on the rows of every trainable policy; ``{policy_id: learn result}``
+        (a ``SampleBatch`` is the default policy's)."""
+        return {
+            pid: self.policy_map[pid].learn_on_batch(batch)
+            for pid, batch in self.trainable_batches(samples).items()
+        }
 
-    def compute_gradients(self, samples: SampleBatch) -> tuple[list, dict[str, Any]]:
-        return self.policy_map[DEFAULT_POLICY_ID].compute_gradients(samples)
+    def compute_gradients(
+        self, samples: SampleBatch | MultiAgentBatch
+    ) -> tuple[dict[str, list], dict[str, Any]]:
+        """``({policy_id: gradients}, {policy_id: learn result})`` for every trainable
+        policy with rows in ``samples``."""
+        gradients, results = {}, {}
+        for pid, batch in self.trainable_batches(samples).items():
+            gradients[pid], results[pid] = self.policy_map[pid].compute_gradients(batch)
+        return gradients, results
 
-    def apply_gradients(self, gradients: list) -> None:
-        self.policy_map[DEFAULT_POLICY_ID].apply_gradients(gradients)
+    def apply_gradients(self, gradients: dict[str, list]) -> None:
+        """Apply ``{policy_id: gradients}`` (from ``compute_gradients``)."""
+        for pid, grads in gradients.items():
+            self.policy_map[pid].apply_gradients(grads)
 
-    def sample_and_compute_gradients(self) -> tuple[list, dict[str, Any], int]:
-        """Sample a fragment and return (gradients, learner stats, number of rows)."""
+    def trainable_batches(self, samples: SampleBatch | MultiAgentBatch) -> dict[str, SampleBatch]:
+        """The rows of ``samples`` per policy in ``policies_to_train`` (a ``SampleBatch``
+        belongs to the default policy)."""
+        policy_batches = as_policy_batches(samples)
+        return {
+            pid: batch
+            for pid, batch in policy_batches.items()
+            if pid in self.policies_to_train and batch.count > 0
+        }
+
+    def sample_and_compute_gradients(self) -> tuple[dict[str, list], dict[str, Any], int]:
+        """Sample a fragment and return (gradients, learn results, steps sampled)."""
         batch = self.sample()
         gradients, info = self.compute_gradients(batch)
-        return gradients, info, batch.count
+        return gradients, info, count_steps(batch, self.count_steps_by)
 
-    def get_weights(self) -> dict[str, dict[str, np.ndarray]]:
-        return {pid: p.get_weights() for pid, p in self.policy_map.items()}
+    def get_weights(self, policies: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """``{policy_id: weights}`` of every policy (or of ``policies``)."""
+        pids = self.policy_map if policies is None else policies
+        return {pid: self.policy_map[pid].get_weights() for pid in pids}
 
     def set_weights(
         self,
@@ -329,31 +352,55 @@ class RolloutWorker:
         global_vars: dict[str, Any] | None = None,
     ) -> None:
         for pid, w in weights.items():
-            self.policy_map[pid].set_weights(w)
+            self.get_policy(pid).set_weights(w)
         if global_vars:
             self.set_global_vars(global_vars)
 
     def set_global_vars(self, global_vars: dict[str, Any]) -> None:
+        self.global_timestep = int(global_vars.get("timestep", self.global_timestep))
         for policy in self.policy_map.values():
             policy.on_global_var_update(global_vars)
 
     def get_policy(self, policy_id: str = DEFAULT_POLICY_ID) -> Policy:
-        return self.policy_map[policy_id]
+        """The policy ``policy_id`` (the only one, when the worker has one policy and
+        ``policy_id`` is left as ``"default_policy"``)."""
+        policy = self.policy_map.get(policy_id)
+        if policy is None:
+            if policy_id == DEFAULT_POLICY_ID and len(self.policy_map) == 1:
+                return next(iter(self.policy_map.values()))
+            raise KeyError(
+                f"this worker has no policy {policy_id!r}; its policies are "
+                f"{sorted(self.policy_map)}"
+            )
+        return policy
 
     def foreach_policy(self, func: Callable[..., Any], **kwargs: Any) -> list[Any]:
         """``func(policy, policy_id, **kwargs)`` for each policy."""
         return [func(policy, pid, **kwargs) for pid, policy in self.policy_map.items()]
+
+    def foreach_trainable_policy(self, func: Callable[..., Any], **kwargs: Any) -> list[Any]:
+        """``func(policy, policy_id, **kwargs)`` for each policy in ``policies_to_train``."""
+        return [func(self.policy_map[pid], pid, **kwargs) for pid in self.policies_to_train]
 
     def apply(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``func(self, *args, **kwargs)`` on this worker."""
         return func(self, *args, **kwargs)
 
     def get_metrics(self) -> dict[str, Any]:
-        """Episodes completed since the last call: returns, lengths; and steps sampled."""
-        returns, lengths = self._episodes.pop_completed()
+        """Episodes completed since the last call: returns (summed over agents),
+        lengths, and per policy the returns of the agents it played."""
+        sampler = self._sampler
+        if sampler is None:
+            returns, lengths, per_policy = np.zeros(0), np.zeros(0, dtype=np.int64), {}
+        elif self.multi_agent:
+            returns, lengths, per_policy = sampler.pop_metrics()
+        else:
+            returns, lengths = sampler.episodes.pop_completed()
+            per_policy = {}
         return {
             "episode_returns": returns,
             "episode_lengths": lengths,
+            "policy_returns": per_policy,
             "worker_index": self.worker_index,
         }
 
@@ -373,10 +420,13 @@ class RolloutWorker:
             raise ValueError(
                 f"policy_state={policy_state!r}; expected 'full', 'no_weights' or 'none'"
             )
+        sampler = self._sampler
+        started = sampler is not None and (sampler.started if not self.multi_agent else True)
         state: dict[str, Any] = {
             "steps_sampled": self._steps_sampled,
-            "next_eps_id": self._next_eps_id,
-            "started": self._started,
+            "next_eps_id": sampler.next_episode_id if sampler is not None else self._next_eps_id,
+            "global_timestep": self.global_timestep,
+            "started": started,
         }
         if policy_state != "none":
             state["policies"] = {
@@ -384,11 +434,11 @@ class RolloutWorker:
             }
         if self._reader is not None:
             state["input"] = self._reader.get_state()
-        if self._started:
+        if started:
             from hpcrl.io.env_state import snapshot_env
 
-            state["sampler"] = self._sampler_state()
-            state["env"] = snapshot_env(self.env)
+            state["sampler"] = sampler.get_state()
+            state["env"] = snapshot_env(_EnvCopies(self.env) if self.multi_agent else self.env)
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -402,18 +452,20 @@ class RolloutWorker:
             self.policy_map[pid].set_state(policy_state)
         self._steps_sampled = int(state["steps_sampled"])
         self._next_eps_id = int(state["next_eps_id"])
+        self.global_timestep = int(state.get("global_timestep", self.global_timestep))
         if self._reader is not None and "input" in state:
             self._reader.set_state(state["input"])
-        self._started = False
+        self._sampler = None
         if not state["started"]:
             return
         from hpcrl.io.env_state import restore_env
 
-        policy = self.policy_map[DEFAULT_POLICY_ID]
-        self._start_episodes(policy, self.seed)
-        if restore_env(self.env, state["env"]):
-            self._set_sampler_state(state["sampler"])
-            self._next_eps_id = int(state["next_eps_id"])
+        sampler = self._make_sampler()
+        sampler.start(self.seed)
+        env = _EnvCopies(self.env) if self.multi_agent else self.env
+        if restore_env(env, state["env"]):
+            sampler.set_state(state["sampler"])
+            sampler.next_episode_id = self._next_eps_id
             return
         warnings.warn(
             f"rollout worker {self.worker_index}: the env state was not restored "
@@ -421,55 +473,45 @@ class RolloutWorker:
             "start afresh",
             stacklevel=2,
         )
-        self._next_eps_id = int(state["next_eps_id"])
         fresh_seed = None if self.seed is None else self.seed + self._steps_sampled
-        self._start_episodes(policy, fresh_seed)
-
-    def _sampler_state(self) -> dict[str, Any]:
-        return {
-            "obs": self._obs,
-            "state": list(self._state),
-            "eps_id": self._eps_id,
-            "t": self._t,
-            "resetting": self._resetting,
-            "any_resetting": self._any_resetting,
-            "rows_per_env": self._rows_per_env,
-            "completed_rows": self._completed_rows,
-            "since_done": self._since_done,
-            "episodes": self._episodes.get_state(),
-            "buffer": self._buffer.get_state(),
-        }
-
-    def _set_sampler_state(self, sampler: dict[str, Any]) -> None:
-        self._obs = sampler["obs"]
-        self._state = list(sampler["state"])
-        self._eps_id = sampler["eps_id"]
-        self._t = sampler["t"]
-        self._resetting = sampler["resetting"]
-        self._any_resetting = bool(sampler["any_resetting"])
-        self._rows_per_env = sampler["rows_per_env"]
-        self._completed_rows = int(sampler["completed_rows"])
-        self._since_done = sampler["since_done"]
-        self._episodes.set_state(sampler["episodes"])
-        self._buffer.set_state(sampler["buffer"])
+        sampler = self._make_sampler(fresh_seed)
+        sampler.next_episode_id = self._next_eps_id
+        sampler.start(fresh_seed)
 
     def stop(self) -> None:
         if self._writer is not None:
             self._writer.close()
         if self._reader is not None:
             self._reader.close()
-        if self.env is not None:
-            self.env.close()
+        for env in self.env if isinstance(self.env, list) else [self.env]:
+            if env is not None:
+                env.close()
 
 
-def _recorded_spaces(reader: Any) -> tuple[gym.Space, gym.Space]:
-    spaces = reader.spaces()
-    if DEFAULT_POLICY_ID not in spaces:
-        raise ValueError(
-            f"the input files {reader.files[:3]} record no spaces for policy "
-            f"{DEFAULT_POLICY_ID!r} (found {sorted(spaces)}); record them with config['output']"
-        )
-    return spaces[DEFAULT_POLICY_ID]
+class _EnvCopies:
+    """The env copies of a multi-agent worker, as one object to snapshot."""
+
+    def __init__(self, envs: list[Any]) -> None:
+        self.envs = envs
+
+
+def as_policy_batches(samples: SampleBatch | MultiAgentBatch) -> dict[str, SampleBatch]:
+    """``{policy_id: SampleBatch}`` of a batch (a ``SampleBatch`` is the default policy's)."""
+    if isinstance(samples, MultiAgentBatch):
+        return samples.policy_batches
+    return {DEFAULT_POLICY_ID: samples}
+
+
+def count_steps(samples: SampleBatch | MultiAgentBatch, count_steps_by: str) -> int:
+    """Env steps, or agent steps (rows over all policies), in ``samples``."""
+    if isinstance(samples, MultiAgentBatch):
+        return samples.agent_steps() if count_steps_by == "agent_steps" else samples.env_steps()
+    return samples.count
+
+
+def _keyed_by_agent(space: gym.Space, env: Any) -> bool:
+    agents = set(env.get_agent_ids())
+    return isinstance(space, gym.spaces.Dict) and bool(agents) and set(space.spaces) <= agents
 
 
 def _policy_state(policy: Policy, which: str) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 A trainer checkpoint (``Trainer.save()``) is a directory::
 
     checkpoint_000010/
-      checkpoint.json           format, format_version, algorithm, iteration,
-                                timesteps_total, counters, config, file sizes (written last)
+      checkpoint.json           metadata only, for people and tools: format, format_version,
+                                algorithm, iteration, timesteps_total, counters, policy ids,
+                                config, file sizes (written last)
       trainer_state.h5          trainer counters and metrics window, optimizer state,
                                 each rollout worker's state (episodes, env state,
                                 policy random generators), the driver's random generators
@@ -16,8 +17,10 @@ HDF5 files hold arrays as datasets and everything else as JSON attributes
 (``hpcrl.io.hdf5_tree``); loading reads JSON and arrays and never runs code.
 The directory is written as ``.checkpoint_000010.tmp-<pid>`` and renamed when
 every file is on disk (``fsync``), so a ``checkpoint_*`` directory is always
-complete. There are no observation filters in hpcrl yet, and no algorithm
-with a replay buffer yet, so checkpoints hold neither.
+complete. Every array and every optimizer's state (the policies', the
+policy optimizer's, data-parallel learners') is in the HDF5 files; the JSON
+holds metadata only. There are no observation filters in hpcrl yet, and no
+algorithm with a replay buffer yet, so checkpoints hold neither.
 
 ``Policy.export_checkpoint(dir)`` writes a policy checkpoint alone;
 ``Policy.from_checkpoint(dir)`` loads one (or a policy of a trainer checkpoint).
@@ -84,7 +87,10 @@ def save_trainer_checkpoint(trainer: Trainer, parent_dir: str) -> str:
         "timesteps_total": trainer.optimizer.num_steps_sampled,
         "episodes_total": state["metrics"]["episodes_total"],
         "time_total_s": state["time_total_s"],
-        "counters": json_safe(state["optimizer"]),
+        "counters": {
+            "num_steps_sampled": trainer.optimizer.num_steps_sampled,
+            "num_steps_trained": trainer.optimizer.num_steps_trained,
+        },
         "policies": list(policies),
         "config": json_safe(trainer.config),
         "hpcrl_version": _hpcrl_version(),

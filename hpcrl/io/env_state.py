@@ -17,7 +17,8 @@ The snapshot is exact when everything that holds state is of those kinds:
 gymnasium's classic-control and toy-text envs, their batched
 ``vector_entry_point`` versions, ``SyncVectorEnv`` and the standard
 wrappers (``TimeLimit``, ``OrderEnforcing``, ``PassiveEnvChecker``,
-``RecordEpisodeStatistics``...). An env holding anything else (an
+``RecordEpisodeStatistics``...), and ``MultiAgentEnv``s built of those
+(``make_multi_agent``). An env holding anything else (an
 ``AsyncVectorEnv``'s subprocess pipes, a physics engine's world object, a
 renderer's window) is not snapshotted: ``snapshot_env`` says which attribute
 stopped it, and a restored worker starts fresh episodes there.
@@ -95,7 +96,9 @@ def restore_env(env: Any, snapshot: dict[str, Any]) -> bool:
 
 
 def _is_env(value: Any) -> bool:
-    return isinstance(value, (gym.Env, gym.vector.VectorEnv))
+    from hpcrl.env.multi_agent_env import MultiAgentEnv
+
+    return isinstance(value, (gym.Env, gym.vector.VectorEnv, MultiAgentEnv))
 
 
 def _has_own_state(obj: Any) -> bool:

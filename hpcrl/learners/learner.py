@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import os
 import socket
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +30,7 @@ import torch
 from hpcrl.learners.rendezvous import Rendezvous
 from hpcrl.policy.policy import Policy
 from hpcrl.policy.sample_batch import SampleBatch
+from hpcrl.policy.sgd import minibatch_sgd
 from hpcrl.policy.torch_policy import TorchPolicy
 
 
@@ -40,7 +39,7 @@ class CollectiveError(RuntimeError):
 
 
 class Learner:
-    """A policy copy in a torch.distributed process group (one rank).
+    """Copies of the trainable policies in a torch.distributed process group (one rank).
 
     Made by ``LearnerGroup`` through ``backend.spawn(Learner, ..., role="learner")``;
     the group then calls ``describe``, ``open_store`` (learner 0), ``join``,
@@ -48,38 +47,31 @@ class Learner:
     A single learner (``world_size`` 1) makes no process group.
 
     Args:
-        policy_class: a ``TorchPolicy`` subclass.
-        observation_space: the policy's observation space.
-        action_space: the policy's action space.
-        config: the policy config (``device`` is set by ``join``).
+        policy_specs: policy id -> ``(TorchPolicy subclass, observation space,
+            action space, config)``; ``device`` in each config is set by ``join``.
         num_torch_threads: torch threads of this process (None: leave as is).
 
     Example:
         >>> import gymnasium as gym
         >>> from hpcrl.algorithms.ppo import PPOTorchPolicy
         >>> from hpcrl.learners.rendezvous import Rendezvous
-        >>> learner = Learner(PPOTorchPolicy, gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2),
-        ...                   {"model": {"fcnet_hiddens": [8]}})
+        >>> spec = (PPOTorchPolicy, gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2),
+        ...         {"model": {"fcnet_hiddens": [8]}})
+        >>> learner = Learner({"default_policy": spec})
         >>> learner.join(Rendezvous(0, 1, 0, "localhost", 1), "gloo", "cpu", timeout_s=10)
-        >>> learner.policy.device, learner.rendezvous.world_size
+        >>> learner.policies["default_policy"].device, learner.rendezvous.world_size
         (device(type='cpu'), 1)
     """
 
     def __init__(
         self,
-        policy_class: type[Policy],
-        observation_space: gym.Space,
-        action_space: gym.Space,
-        config: dict[str, Any],
+        policy_specs: dict[str, tuple[type[Policy], gym.Space, gym.Space, dict[str, Any]]],
         num_torch_threads: int | None = None,
     ) -> None:
-        self.policy_class = policy_class
-        self.observation_space = observation_space
-        self.action_space = action_space
-        self.config = dict(config)
+        self.policy_specs = dict(policy_specs)
         if num_torch_threads:
             torch.set_num_threads(num_torch_threads)
-        self.policy: Any = None
+        self.policies: dict[str, Any] = {}
         self.rendezvous: Rendezvous | None = None
         self._store: Any = None
         self._in_group = False
@@ -124,38 +116,45 @@ class Learner:
             _init_process_group(self._store, rendezvous, backend, device, timeout_s)
             self._store = None  # the group holds it now
             self._in_group = True
-        self.config["device"] = device
-        self.policy = self.policy_class(self.observation_space, self.action_space, self.config)
-        if not isinstance(self.policy, TorchPolicy):
-            raise TypeError(
-                f"data-parallel learners need a TorchPolicy (its learn_on_batch averages "
-                f"gradients across learners); {self.policy_class.__name__} is not one: set "
-                "num_learners=1 and num_gpus_per_learner=0 for it"
-            )
+        for pid, (policy_class, obs_space, act_space, config) in self.policy_specs.items():
+            policy = policy_class(obs_space, act_space, {**config, "device": device})
+            if not isinstance(policy, TorchPolicy):
+                raise TypeError(
+                    f"data-parallel learners need a TorchPolicy (its learn_on_batch averages "
+                    f"gradients across learners); policy {pid!r} ({policy_class.__name__}) is "
+                    "not one: set num_learners=1 and num_gpus_per_learner=0 for it"
+                )
+            self.policies[pid] = policy
 
-    def set_policy_state(self, state: dict[str, Any]) -> None:
-        """Weights, counters and coefficients (e.g. PPO's ``kl_coeff``) from the driver's
-        policy; this learner keeps its own optimizer state."""
-        self.policy.set_state(state)
+    def set_policy_state(self, states: dict[str, dict[str, Any]]) -> None:
+        """Weights, counters and coefficients (e.g. PPO's ``kl_coeff``) of the driver's
+        policies, by policy id; this learner keeps its own optimizer state."""
+        for pid, state in states.items():
+            self.policies[pid].set_state(state)
 
-    def learn(self, shard: SampleBatch, epochs: Sequence[Sequence[np.ndarray]]) -> dict[str, Any]:
-        """SGD over ``shard``: ``epochs[e][j]`` are the rows of minibatch ``j`` of epoch ``e``.
+    def learn(
+        self, shards: dict[str, tuple[SampleBatch, Sequence[Sequence[np.ndarray]]]]
+    ) -> dict[str, Any]:
+        """SGD over each policy's shard: ``shards[pid] = (shard, epochs)`` where
+        ``epochs[e][j]`` are the rows of minibatch ``j`` of epoch ``e``
+        (``hpcrl.policy.sgd.minibatch_sgd``, the driver's routine too).
 
-        Every learner of the group must get the same number of minibatches per
-        epoch (one all-reduce each). Returns the learner stats averaged over
-        the last epoch's minibatches (``stats``), the rows they covered
-        (``rows``), and the seconds spent here in all (``sgd_s``) and in
-        all-reduces (``allreduce_s``).
+        Every learner of the group must get the same policies and number of
+        minibatches per epoch (one all-reduce each). Returns, per policy id,
+        ``minibatch_sgd``'s result for the shard and its rows (``results``), and
+        the seconds spent here in all (``sgd_s``) and in all-reduces (``allreduce_s``).
         """
         try:
-            return self._learn(shard, epochs)
+            return self._learn(shards)
         except Exception:
             # Leaving the group closes this learner's connections, so learners waiting
             # for it in an all-reduce fail now instead of at the group's timeout.
             self._leave_group()
             raise
 
-    def _learn(self, shard: SampleBatch, epochs: Sequence[Sequence[np.ndarray]]) -> dict[str, Any]:
+    def _learn(
+        self, shards: dict[str, tuple[SampleBatch, Sequence[Sequence[np.ndarray]]]]
+    ) -> dict[str, Any]:
         if self.rendezvous.world_size > 1 and not self._in_group:
             raise RuntimeError(
                 "this learner left its process group after an error and would now learn "
@@ -163,21 +162,13 @@ class Learner:
             )
         start = time.perf_counter()
         self._allreduce_s = 0.0
-        loaded = self.policy.load_batch(shard)
-        last_stats: list[dict[str, Any]] = []
-        last_rows: list[int] = []
-        for epoch, minibatches in enumerate(epochs):
-            for rows in minibatches:
-                reduce = None
-                if self._in_group:
-                    reduce = functools.partial(self._all_reduce, rows=len(rows))
-                stats = self.policy.learn_on_batch(loaded.take(rows), reduce_gradients=reduce)
-                if epoch == len(epochs) - 1:
-                    last_stats.append(stats)
-                    last_rows.append(len(rows))
+        results = {}
+        for pid, (shard, epochs) in shards.items():
+            reduce = self._all_reduce if self._in_group else None
+            result = minibatch_sgd(self.policies[pid], shard, epochs, reduce)
+            results[pid] = {"result": result, "rows": shard.count}
         return {
-            "stats": mean_stats(last_stats, last_rows),
-            "rows": sum(last_rows),
+            "results": results,
             "sgd_s": time.perf_counter() - start,
             "allreduce_s": self._allreduce_s,
         }
@@ -187,15 +178,17 @@ class Learner:
         all_reduce_gradients(parameters, rows)
         self._allreduce_s += time.perf_counter() - start
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return self.policy.get_weights()
+    def get_weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """Weights by policy id."""
+        return {pid: policy.get_weights() for pid, policy in self.policies.items()}
 
-    def get_optimizer_state(self) -> Any:
-        """The policy's optimizer state as numpy arrays and plain values."""
-        return self.policy.get_state()["optimizer_state"]
+    def get_optimizer_state(self) -> dict[str, Any]:
+        """Each policy's optimizer state as numpy arrays and plain values, by policy id."""
+        return {pid: p.get_state()["optimizer_state"] for pid, p in self.policies.items()}
 
-    def set_optimizer_state(self, optimizer_state: Any) -> None:
-        self.policy.set_state({"optimizer_state": optimizer_state})
+    def set_optimizer_state(self, optimizer_states: dict[str, Any]) -> None:
+        for pid, state in optimizer_states.items():
+            self.policies[pid].set_state({"optimizer_state": state})
 
     def stop(self) -> None:
         self._leave_group()
@@ -274,20 +267,3 @@ def all_reduce_gradients(parameters: Sequence[torch.nn.Parameter], rows: int) ->
         count = param.numel()
         param.grad = mean[offset : offset + count].view_as(param) if flag > 0 else None
         offset += count
-
-
-def mean_stats(stats: Sequence[dict[str, Any]], weights: Sequence[float]) -> dict[str, float]:
-    """Weighted mean of each numeric stat (``weights``: e.g. rows per minibatch).
-
-    Example:
-        >>> mean_stats([{"loss": 1.0, "name": "x"}, {"loss": 4.0}], [1, 2])
-        {'loss': 3.0}
-    """
-    totals: dict[str, float] = defaultdict(float)
-    weight_sums: dict[str, float] = defaultdict(float)
-    for entry, weight in zip(stats, weights):
-        for key, value in entry.items():
-            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-                totals[key] += float(value) * weight
-                weight_sums[key] += weight
-    return {key: totals[key] / weight_sums[key] for key in totals if weight_sums[key] > 0}

@@ -41,8 +41,10 @@ import numpy as np
 from hpcrl.backends.base import Backend, Future, RemoteError
 from hpcrl.backends.local import LocalBackend
 from hpcrl.learners.rendezvous import assign_devices, check_learner_options, plan_rendezvous
+from hpcrl.policy.loss_output import LEARNER_STATS_KEY
 from hpcrl.policy.policy import Policy
 from hpcrl.policy.sample_batch import SampleBatch
+from hpcrl.policy.sgd import mean_stats, plan_minibatches, shard_sizes
 
 # Seconds to wait, after a first learner error, for the others to report theirs,
 # so that the error reported is the cause and not a peer's failed all-reduce.
@@ -97,82 +99,13 @@ def num_learner_actors(config: dict[str, Any]) -> int:
     return int(config.get("num_learners", 1)) if uses_learner_group(config) else 0
 
 
-def shard_sizes(count: int, num_learners: int) -> list[int]:
-    """Rows of each learner's contiguous shard of a ``count``-row batch.
-
-    Example:
-        >>> shard_sizes(10, 3)
-        [4, 3, 3]
-    """
-    return [len(part) for part in np.array_split(np.arange(count), num_learners)]
-
-
-def plan_minibatches(
-    sizes: Sequence[int], num_sgd_iter: int, sgd_minibatch_size: int, rng: np.random.Generator
-) -> list[list[list[np.ndarray]]]:
-    """Each learner's minibatches: ``plan[k][epoch][j]`` are rows of shard ``k``.
-
-    Global minibatch ``j`` of an epoch is the union of the learners' ``j``-th
-    parts. There are ``total // sgd_minibatch_size`` of them per epoch (one,
-    the whole batch, when ``sgd_minibatch_size`` is 0 or covers the batch);
-    each learner shuffles its shard every epoch and cuts it into that many
-    near-equal parts, so every row is used once per epoch.
-
-    Example:
-        >>> plan = plan_minibatches([4, 4], 1, 4, np.random.default_rng(0))
-        >>> [[len(part) for part in plan[k][0]] for k in range(2)]
-        [[2, 2], [2, 2]]
-
-    Raises:
-        ValueError: a learner's shard has fewer rows than there are minibatches.
-    """
-    total = sum(sizes)
-    if sgd_minibatch_size <= 0 or sgd_minibatch_size >= total:
-        num_minibatches = 1
-    else:
-        num_minibatches = total // sgd_minibatch_size
-    if min(sizes) < num_minibatches:
-        raise ValueError(
-            f"a train batch of {total} rows over {len(sizes)} learners leaves a learner "
-            f"{min(sizes)} rows for {num_minibatches} minibatches of {sgd_minibatch_size}; "
-            f"make sgd_minibatch_size at least {len(sizes)} (num_learners) or use fewer learners"
-        )
-    return [
-        [np.array_split(rng.permutation(size), num_minibatches) for _ in range(num_sgd_iter)]
-        for size in sizes
-    ]
-
-
-def global_minibatch_order(
-    plan: Sequence[Sequence[Sequence[np.ndarray]]], sizes: Sequence[int]
-) -> list[list[np.ndarray]]:
-    """The plan as one learner over the whole batch would run it: ``[epoch][j]`` rows.
-
-    Example:
-        >>> plan = [[[np.array([1, 0])]], [[np.array([0])]]]
-        >>> global_minibatch_order(plan, [2, 1])
-        [[array([1, 0, 2])]]
-    """
-    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    epochs = len(plan[0])
-    return [
-        [
-            np.concatenate([offset + plan[k][e][j] for k, offset in enumerate(offsets)])
-            for j in range(len(plan[0][e]))
-        ]
-        for e in range(epochs)
-    ]
-
-
 class LearnerGroup:
     """K learners on a backend, learning together on each train batch.
 
     Args:
         backend: where the learners run (see the module docstring).
-        policy_class: a ``TorchPolicy`` subclass.
-        observation_space: the policy's observation space.
-        action_space: the policy's action space.
-        config: the policy config.
+        policy_specs: policy id -> ``(TorchPolicy subclass, observation space,
+            action space, config)`` of every policy the learners train.
         num_learners: K.
         num_gpus_per_learner: 0 (CPU, gloo) or 1 (a GPU each; NCCL unless forced).
         learner_backend: "auto", "nccl" or "gloo".
@@ -182,8 +115,8 @@ class LearnerGroup:
     Example:
         >>> import gymnasium as gym
         >>> from hpcrl.algorithms.ppo import PPOTorchPolicy
-        >>> group = LearnerGroup(LocalBackend(), PPOTorchPolicy, gym.spaces.Box(-1, 1, (4,)),
-        ...                      gym.spaces.Discrete(2), {}, num_learners=1)
+        >>> spec = (PPOTorchPolicy, gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), {})
+        >>> group = LearnerGroup(LocalBackend(), {"default_policy": spec}, num_learners=1)
         >>> group.process_group_backend, group.devices
         ('gloo', ['cpu'])
         >>> group.stop()
@@ -192,10 +125,7 @@ class LearnerGroup:
     def __init__(
         self,
         backend: Backend,
-        policy_class: type[Policy],
-        observation_space: gym.Space,
-        action_space: gym.Space,
-        config: dict[str, Any],
+        policy_specs: dict[str, tuple[type[Policy], gym.Space, gym.Space, dict[str, Any]]],
         *,
         num_learners: int = 2,
         num_gpus_per_learner: int = 0,
@@ -210,7 +140,8 @@ class LearnerGroup:
         # Seconds of the last learn() in the slowest learner: all of it, and all-reduces.
         self.timings = {"sgd_s": 0.0, "allreduce_s": 0.0}
         self._own_backend = isinstance(backend, LocalBackend) and num_learners > 1
-        threads = config.get("num_torch_threads")
+        configs = [spec[3] for spec in policy_specs.values()]
+        threads = configs[0].get("num_torch_threads") if configs else None
         if self._own_backend:
             from hpcrl.learners.processes import ProcessBackend
 
@@ -222,10 +153,7 @@ class LearnerGroup:
             backend.check_capacity(num_learners, "learner")
             self.learners = backend.spawn(
                 _learner_class(),
-                policy_class,
-                observation_space,
-                action_space,
-                config,
+                policy_specs,
                 count=num_learners,
                 role="learner",
                 num_torch_threads=threads,
@@ -250,45 +178,57 @@ class LearnerGroup:
             self.stop()
             raise
 
-    def set_policy_state(self, state: dict[str, Any]) -> None:
-        """Send the driver policy's weights and coefficients to every learner."""
-        self.backend.broadcast(self.learners, "set_policy_state", state)
+    def set_policy_state(self, states: dict[str, dict[str, Any]]) -> None:
+        """Send the driver policies' weights and coefficients (by policy id) to every
+        learner."""
+        self.backend.broadcast(self.learners, "set_policy_state", states)
 
     def learn(
         self,
-        samples: SampleBatch,
+        policy_batches: dict[str, SampleBatch],
         num_sgd_iter: int,
         sgd_minibatch_size: int,
         rng: np.random.Generator,
-    ) -> dict[str, float]:
-        """Split ``samples`` into contiguous shards, one per learner, and run
+    ) -> dict[str, dict[str, Any]]:
+        """Split each policy's batch into contiguous shards, one per learner, and run
         ``num_sgd_iter`` epochs of minibatch SGD on them (see ``plan_minibatches``).
 
-        Columns of Python objects (``infos``) are not sent. Returns the learner
-        stats of the last epoch, averaged over learners by rows.
+        Columns of Python objects (``infos``) are not sent. Returns, per policy
+        id, what ``minibatch_sgd`` returns for the whole batch: the learner stats
+        of the last epoch averaged over learners by rows, and the per-row outputs
+        in the batch's row order.
         """
-        batch = SampleBatch({k: v for k, v in samples.items() if v.dtype != object})
-        sizes = shard_sizes(batch.count, self.num_learners)
-        plan = plan_minibatches(sizes, num_sgd_iter, sgd_minibatch_size, rng)
-        return self.learn_planned(batch, sizes, plan)
+        plans = {}
+        for pid, samples in policy_batches.items():
+            batch = SampleBatch({k: v for k, v in samples.items() if v.dtype != object})
+            sizes = shard_sizes(batch.count, self.num_learners)
+            plans[pid] = (
+                batch,
+                sizes,
+                plan_minibatches(sizes, num_sgd_iter, sgd_minibatch_size, rng),
+            )
+        return self.learn_planned(plans)
 
     def learn_planned(
-        self, batch: SampleBatch, sizes: Sequence[int], plan: Sequence[Any]
-    ) -> dict[str, float]:
-        """``learn`` with given shard sizes and minibatch plan (``plan[k][epoch][j]``)."""
-        from hpcrl.learners.learner import mean_stats
-
-        bounds = np.concatenate(([0], np.cumsum(sizes)))
+        self, plans: dict[str, tuple[SampleBatch, Sequence[int], Sequence[Any]]]
+    ) -> dict[str, dict[str, Any]]:
+        """``learn`` with given shard sizes and minibatch plans: ``plans[pid] =
+        (batch, sizes, plan)`` with ``plan[k][epoch][j]`` the rows of learner ``k``."""
+        shards: list[dict[str, Any]] = [{} for _ in self.learners]
+        for pid, (batch, sizes, plan) in plans.items():
+            bounds = np.concatenate(([0], np.cumsum(sizes)))
+            for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+                shards[k][pid] = (batch.slice(int(a), int(b)), plan[k])
         futures = [
-            self.backend.call([learner], "learn", batch.slice(int(a), int(b)), part)[0]
-            for learner, a, b, part in zip(self.learners, bounds[:-1], bounds[1:], plan)
+            self.backend.call([learner], "learn", part)[0]
+            for learner, part in zip(self.learners, shards)
         ]
-        results = self._gather(futures)
-        self.timings = {key: max(r[key] for r in results) for key in ("sgd_s", "allreduce_s")}
-        return mean_stats([r["stats"] for r in results], [r["rows"] for r in results])
+        answers = self._gather(futures)
+        self.timings = {key: max(r[key] for r in answers) for key in ("sgd_s", "allreduce_s")}
+        return {pid: _merge_results([r["results"][pid] for r in answers]) for pid in plans}
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """The weights (learner 0's; every learner has the same)."""
+    def get_weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """The weights by policy id (learner 0's; every learner has the same)."""
         return self.call("get_weights", first=True)[0]
 
     def call(self, method: str, *args: Any, first: bool = False) -> list[Any]:
@@ -350,6 +290,17 @@ class LearnerGroup:
             error.cause,
             error.remote_traceback,
         )
+
+
+def _merge_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One ``minibatch_sgd`` result from the learners' results on their shards: stats
+    averaged by rows, per-row outputs concatenated in shard order."""
+    stats = mean_stats([p["result"][LEARNER_STATS_KEY] for p in parts], [p["rows"] for p in parts])
+    merged: dict[str, Any] = {LEARNER_STATS_KEY: stats}
+    for key in parts[0]["result"]:
+        if key != LEARNER_STATS_KEY:
+            merged[key] = np.concatenate([p["result"][key] for p in parts])
+    return merged
 
 
 def _outcome(future: Future) -> tuple[Any, RemoteError | None]:

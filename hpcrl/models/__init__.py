@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hpcrl.models.action_mask import ActionMaskModel
 from hpcrl.models.catalog import MODEL_DEFAULTS, ModelCatalog
 from hpcrl.models.distributions import (
     ActionDistribution,
@@ -17,6 +18,7 @@ from hpcrl.models.torch_model import TorchModel
 __all__ = [
     "MODEL_DEFAULTS",
     "ActionDistribution",
+    "ActionMaskModel",
     "Categorical",
     "DiagGaussian",
     "Deterministic",

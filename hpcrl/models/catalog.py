@@ -8,6 +8,7 @@ from typing import Any
 
 from gymnasium import spaces
 
+from hpcrl.models.action_mask import ActionMaskModel, has_action_mask, observation_without_mask
 from hpcrl.models.distributions import (
     ActionDistribution,
     Categorical,
@@ -137,13 +138,21 @@ class ModelCatalog:
         Returns:
             The custom model if ``custom_model`` is set (constructed with
             ``custom_model_config`` as keyword arguments), else a FullyConnectedNetwork.
+            If ``obs_space`` is a Dict with an ``"action_mask"`` entry, that model is built
+            for the observation without the mask and wrapped in an ActionMaskModel, which
+            gives illegal actions zero probability.
 
         Raises:
-            ValueError: For unknown config keys, unregistered custom model names, or an
-                unsupported observation space.
+            ValueError: For unknown config keys, unregistered custom model names, an
+                unsupported observation space, or an action mask that does not fit the
+                action space.
         """
         config = merge_model_config(model_config)
         get_preprocessor(obs_space)  # Fails early for observation spaces we cannot flatten.
+        if has_action_mask(obs_space):
+            inner_space = observation_without_mask(obs_space)
+            inner_model = cls.get_model(inner_space, action_space, num_outputs, config, name)
+            return ActionMaskModel(obs_space, inner_model)
         custom = config["custom_model"]
         if custom is None:
             return FullyConnectedNetwork(obs_space, action_space, num_outputs, config, name)

@@ -117,6 +117,11 @@ class Categorical(ActionDistribution):
         if math.isnan(probs.sum().item()):
             raise RuntimeError("probability tensor contains nan (are the logits nan?)")
         q = torch.empty_like(probs).exponential_(1.0, generator=generator)
+        # On the CPU, q is 0 with probability about 2**-53 per entry (torch notes this in
+        # its multinomial); 0 / 0 is nan and argmax picks nan, so an action of probability
+        # 0 (masked, see action_mask.py) could be drawn. With q >= tiny its ratio is 0
+        # and the largest ratio, that of an action with probability >= 1/n, is positive.
+        q.clamp_(min=torch.finfo(q.dtype).tiny)
         return (probs / q).argmax(-1)
 
     def _deterministic_sample(self) -> torch.Tensor:

@@ -7,11 +7,7 @@ from hpcrl.optimizers.async_gradients_optimizer import (
     GradientStaleness,
 )
 from hpcrl.optimizers.data_parallel_optimizer import DataParallelOptimizer
-from hpcrl.optimizers.policy_optimizer import (
-    PolicyOptimizer,
-    do_minibatch_sgd,
-    standardize_fields,
-)
+from hpcrl.optimizers.policy_optimizer import PolicyOptimizer, collect_samples
 from hpcrl.optimizers.sync_samples_optimizer import SyncSamplesOptimizer
 
 __all__ = [
@@ -20,6 +16,5 @@ __all__ = [
     "GradientStaleness",
     "PolicyOptimizer",
     "SyncSamplesOptimizer",
-    "do_minibatch_sgd",
-    "standardize_fields",
+    "collect_samples",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 from hpcrl.backends.base import Future, RemoteError, WorkerLostError
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
-from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID
+from hpcrl.policy.loss_output import LEARNER_STATS_KEY
 
 
 class GradientStaleness:
@@ -97,7 +97,7 @@ class AsyncGradientsOptimizer(PolicyOptimizer):
         ...                                    worker_config={"rollout_fragment_length": 10},
         ...                                    grads_per_step=4)
         >>> stats = opt.step()
-        >>> opt.num_steps_sampled, "vf_loss" in stats["default_policy"]
+        >>> opt.num_steps_sampled, "vf_loss" in stats["default_policy"]["learner_stats"]
         (40, True)
         >>> opt.stats()["staleness_max"] <= 1
         True
@@ -143,6 +143,7 @@ class AsyncGradientsOptimizer(PolicyOptimizer):
                 self._dispatch(index)
             self._started = True
         applied = 0
+        fetches: dict[str, Any] = {}
         while applied < self.grads_per_step:
             with self._timed("wait"):
                 done, _ = self.backend.wait(list(self._futures.values()), num_returns=1)
@@ -165,12 +166,13 @@ class AsyncGradientsOptimizer(PolicyOptimizer):
                         [self._remote[index]], "set_weights", local.get_weights()
                     )
                     self._dispatch(index)
-                self.learner_stats = {DEFAULT_POLICY_ID: info}
+                self.learner_stats = {pid: r[LEARNER_STATS_KEY] for pid, r in info.items()}
+                fetches = info
                 self.num_steps_sampled += rows
                 self.num_steps_trained += rows
                 applied += 1
         self.last_staleness = self.staleness.summary()
-        return self.learner_stats
+        return fetches
 
     def stats(self) -> dict[str, Any]:
         return {

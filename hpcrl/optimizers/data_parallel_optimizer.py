@@ -19,7 +19,9 @@ class DataParallelOptimizer(SyncSamplesOptimizer):
     done by a ``LearnerGroup``: the learners get the driver policy's state
     (weights, ``kl_coeff``, learning rate), one contiguous shard of the batch
     each, and run ``num_sgd_iter`` epochs of minibatch SGD with one gradient
-    all-reduce per minibatch; the new weights come back from learner 0. The
+    all-reduce per minibatch (the driver's ``minibatch_sgd``, on a shard); the
+    new weights come back from learner 0. Every policy in ``policies_to_train``
+    has its copy on every learner. The
     driver's policy is the one the trainer adapts (``after_optimizer_step``)
     and checkpoints; each learner keeps its own optimizer state, identical on
     all of them, which ``save``/``restore`` carry in the checkpoint.
@@ -42,7 +44,7 @@ class DataParallelOptimizer(SyncSamplesOptimizer):
         >>> opt = DataParallelOptimizer.make(
         ...     "CartPole-v1", PPOTorchPolicy, worker_config={"rollout_fragment_length": 64},
         ...     train_batch_size=64, sgd_minibatch_size=32, num_learners=1)
-        >>> "kl" in opt.step()["default_policy"]
+        >>> "kl" in opt.step()["default_policy"]["learner_stats"]
         True
         >>> opt.stop()
         >>> opt.workers.stop()
@@ -63,28 +65,36 @@ class DataParallelOptimizer(SyncSamplesOptimizer):
         super().__init__(
             workers, train_batch_size, num_sgd_iter, sgd_minibatch_size, standardize_fields
         )
-        policy = workers.local_worker().get_policy()
+        local = workers.local_worker()
+        specs = {
+            pid: (type(p), p.observation_space, p.action_space, p.config)
+            for pid, p in local.policy_map.items()
+            if pid in local.policies_to_train
+        }
         self.learners = LearnerGroup(
             self.backend,
-            type(policy),
-            policy.observation_space,
-            policy.action_space,
-            policy.config,
+            specs,
             num_learners=num_learners,
             num_gpus_per_learner=num_gpus_per_learner,
             learner_backend=learner_backend,
             timeout_s=learner_timeout_s,
         )
 
-    def learn_on_samples(self, samples: SampleBatch) -> dict[str, Any]:
-        policy = self.workers.local_worker().get_policy()
+    def learn_on_samples(self, batches: dict[str, SampleBatch]) -> dict[str, Any]:
+        local = self.workers.local_worker()
         # The learners keep their own optimizer state.
-        self.learners.set_policy_state(policy.get_state(include_optimizer=False))
-        stats = self.learners.learn(samples, self.num_sgd_iter, self.sgd_minibatch_size, self._rng)
-        policy.set_weights(self.learners.get_weights())
+        self.learners.set_policy_state(
+            {pid: local.get_policy(pid).get_state(include_optimizer=False) for pid in batches}
+        )
+        fetches = self.learners.learn(
+            batches, self.num_sgd_iter, self.sgd_minibatch_size, self._rng
+        )
+        for pid, weights in self.learners.get_weights().items():
+            if pid in batches:
+                local.get_policy(pid).set_weights(weights)
         self.timers["learner_sgd"] += self.learners.timings["sgd_s"]
         self.timers["learner_allreduce"] += self.learners.timings["allreduce_s"]
-        return stats
+        return fetches
 
     def stats(self) -> dict[str, Any]:
         return {

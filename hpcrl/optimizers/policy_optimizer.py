@@ -7,11 +7,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
+from hpcrl.evaluation.rollout_worker import count_steps
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.policy.policy import Policy
-from hpcrl.policy.sample_batch import SampleBatch, concat_samples
+from hpcrl.policy.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 
 
 class PolicyOptimizer:
@@ -72,7 +71,8 @@ class PolicyOptimizer:
         raise NotImplementedError(f"{type(self).__name__} must implement step")
 
     def stats(self) -> dict[str, Any]:
-        """Counters and timings (seconds spent per phase)."""
+        """Counters and timings (seconds spent per phase); subclasses add the learner
+        stats by policy id under ``learner``."""
         return {
             "num_steps_sampled": self.num_steps_sampled,
             "num_steps_trained": self.num_steps_trained,
@@ -110,52 +110,17 @@ class _Timer:
         self.timers[self.name] += time.perf_counter() - self.start
 
 
-def collect_samples(workers: WorkerSet, train_batch_size: int) -> SampleBatch:
+def collect_samples(workers: WorkerSet, train_batch_size: int) -> SampleBatch | MultiAgentBatch:
     """Every remote worker samples (the local worker when there are none), repeated
-    until at least ``train_batch_size`` rows are in; the batches concatenated."""
+    until at least ``train_batch_size`` steps are in (env or agent steps, as the
+    workers' ``count_steps_by`` says); the batches concatenated."""
     remote = workers.remote_workers()
-    batches: list[SampleBatch] = []
-    rows = 0
-    while rows < train_batch_size:
+    local = workers.local_worker()
+    batches: list[SampleBatch | MultiAgentBatch] = []
+    steps = 0
+    while steps < train_batch_size:
         # A remote worker lost on the way is re-created and samples again: the batch is whole.
-        new = workers.call_remote("sample") if remote else [workers.local_worker().sample()]
+        new = workers.call_remote("sample") if remote else [local.sample()]
         batches.extend(new)
-        rows += sum(b.count for b in new)
+        steps += sum(count_steps(b, local.count_steps_by) for b in new)
     return concat_samples(batches)
-
-
-def standardize_fields(batch: SampleBatch, fields: tuple[str, ...] | list[str]) -> SampleBatch:
-    """Scale each named column to zero mean and unit variance, in place."""
-    for field in fields:
-        value = batch[field]
-        batch[field] = ((value - value.mean()) / max(1e-4, float(value.std()))).astype(value.dtype)
-    return batch
-
-
-def do_minibatch_sgd(
-    samples: SampleBatch,
-    policy: Policy,
-    num_sgd_iter: int,
-    sgd_minibatch_size: int,
-    rng: np.random.Generator,
-) -> dict[str, Any]:
-    """``num_sgd_iter`` epochs of ``learn_on_batch`` over shuffled minibatches.
-
-    Returns the learner stats averaged over the last epoch's minibatches.
-    """
-    loaded = policy.load_batch(samples)
-    if sgd_minibatch_size <= 0 or sgd_minibatch_size >= samples.count:
-        stats: dict[str, Any] = {}
-        for _ in range(num_sgd_iter):
-            stats = policy.learn_on_batch(loaded)
-        return stats
-    totals: dict[str, list[float]] = defaultdict(list)
-    for epoch in range(num_sgd_iter):
-        last = epoch == num_sgd_iter - 1
-        for minibatch in loaded.minibatches(sgd_minibatch_size, rng=rng):
-            stats = policy.learn_on_batch(minibatch)
-            if last:
-                for key, value in stats.items():
-                    if isinstance(value, (int, float, np.floating)):
-                        totals[key].append(float(value))
-    return {key: float(np.mean(values)) for key, values in totals.items()}

@@ -6,14 +6,12 @@ from typing import Any
 
 import numpy as np
 
+from hpcrl.evaluation.rollout_worker import count_steps
 from hpcrl.evaluation.worker_set import WorkerSet
-from hpcrl.optimizers.policy_optimizer import (
-    PolicyOptimizer,
-    collect_samples,
-    do_minibatch_sgd,
-    standardize_fields,
-)
-from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, SampleBatch
+from hpcrl.optimizers.policy_optimizer import PolicyOptimizer, collect_samples
+from hpcrl.policy.loss_output import LEARNER_STATS_KEY
+from hpcrl.policy.sample_batch import SampleBatch
+from hpcrl.policy.sgd import minibatch_sgd, plan_minibatches, standardize_fields
 
 
 class SyncSamplesOptimizer(PolicyOptimizer):
@@ -21,17 +19,22 @@ class SyncSamplesOptimizer(PolicyOptimizer):
 
     Each ``step``: broadcast the local worker's weights; every remote worker
     samples a fragment (the local worker does when there are none), repeated
-    until ``train_batch_size`` rows are in; concatenate; learn on the local
-    worker with ``num_sgd_iter`` epochs of minibatches of
-    ``sgd_minibatch_size`` rows (0: the whole batch at once).
+    until ``train_batch_size`` steps are in; concatenate; learn each policy in
+    ``policies_to_train`` on its rows, on the local worker, with
+    ``num_sgd_iter`` epochs of minibatches of ``sgd_minibatch_size`` rows (0:
+    the whole batch at once; ``hpcrl.policy.sgd.minibatch_sgd``).
+
+    ``step()`` returns, per trained policy id, ``{"learner_stats": ...}`` and
+    the loss's per-row outputs over that policy's rows.
 
     Args:
         workers: the WorkerSet.
-        train_batch_size: minimum rows per step.
+        train_batch_size: minimum steps per step (env or agent steps, as
+            ``count_steps_by`` in the ``multiagent`` config says).
         num_sgd_iter: epochs over the batch.
         sgd_minibatch_size: rows per SGD step (0: the whole batch).
         standardize_fields: columns scaled to zero mean, unit variance before
-            learning (e.g. ``("advantages",)``).
+            learning (e.g. ``("advantages",)``), per policy.
     """
 
     def __init__(
@@ -61,28 +64,33 @@ class SyncSamplesOptimizer(PolicyOptimizer):
             self._rng.bit_generator.state = data["rng"]
 
     def step(self) -> dict[str, Any]:
+        local = self.workers.local_worker()
         with self._timed("sync_weights"):
             self.workers.sync_weights()
         with self._timed("sample"):
             samples = collect_samples(self.workers, self.train_batch_size)
         with self._timed("learn"):
-            standardize_fields(samples, self.standardize_fields)
-            stats = self.learn_on_samples(samples)
-        self.learner_stats = {DEFAULT_POLICY_ID: stats}
-        self.num_steps_sampled += samples.count
-        self.num_steps_trained += samples.count * self.num_sgd_iter
-        return self.learner_stats
+            batches = local.trainable_batches(samples)
+            for batch in batches.values():
+                standardize_fields(batch, self.standardize_fields)
+            fetches = self.learn_on_samples(batches)
+        self.learner_stats = {pid: f[LEARNER_STATS_KEY] for pid, f in fetches.items()}
+        self.num_steps_sampled += count_steps(samples, local.count_steps_by)
+        self.num_steps_trained += sum(b.count for b in batches.values()) * self.num_sgd_iter
+        return fetches
 
-    def learn_on_samples(self, samples: SampleBatch) -> dict[str, Any]:
-        """``num_sgd_iter`` epochs of minibatch SGD on the local worker's policy;
-        returns its learner stats (``DataParallelOptimizer`` learns elsewhere)."""
-        return do_minibatch_sgd(
-            samples,
-            self.workers.local_worker().get_policy(),
-            self.num_sgd_iter,
-            self.sgd_minibatch_size,
-            self._rng,
-        )
+    def learn_on_samples(self, batches: dict[str, SampleBatch]) -> dict[str, Any]:
+        """``num_sgd_iter`` epochs of minibatch SGD on each of the local worker's
+        policies, on its rows; returns ``minibatch_sgd``'s result per policy id
+        (``DataParallelOptimizer`` learns elsewhere)."""
+        local = self.workers.local_worker()
+        fetches = {}
+        for pid, batch in batches.items():
+            [epochs] = plan_minibatches(
+                [batch.count], self.num_sgd_iter, self.sgd_minibatch_size, self._rng
+            )
+            fetches[pid] = minibatch_sgd(local.get_policy(pid), batch, epochs)
+        return fetches
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "learner": self.learner_stats}

@@ -171,14 +171,21 @@ class Policy:
         return batch
 
     def learn_on_batch(self, samples: SampleBatch) -> dict[str, Any]:
-        """One update on ``samples`` (as sampled, or loaded by ``load_batch``);
-        returns learner stats."""
+        """One update on ``samples`` (as sampled, or loaded by ``load_batch``).
+
+        Returns:
+            ``{"learner_stats": {...}}`` plus per-row outputs of the loss (arrays of
+            one value per row of ``samples``, e.g. TD errors), as ``TorchPolicy``
+            returns it; a flat dict of stats also works for a policy with no
+            per-row outputs.
+        """
         gradients, info = self.compute_gradients(samples)
         self.apply_gradients(gradients)
         return info
 
     def compute_gradients(self, postprocessed_batch: SampleBatch) -> tuple[ModelGradients, dict]:
-        """Gradients of the loss on the batch, as numpy arrays, and learner stats."""
+        """Gradients of the loss on the batch, as numpy arrays, and what
+        ``learn_on_batch`` returns (``{"learner_stats": ...}`` and per-row outputs)."""
         raise NotImplementedError(f"{type(self).__name__} does not learn")
 
     def apply_gradients(self, gradients: ModelGradients) -> None:

@@ -31,10 +31,11 @@ def build_torch_policy(
 
     Every function takes the policy as its first argument:
 
-    - ``loss_fn(policy, model, dist_class, train_batch) -> loss tensor``; record
-      named terms in ``policy.loss_stats`` to have them reported.
-    - ``stats_fn(policy, train_batch) -> dict``: learner stats (added to the
-      recorded loss terms).
+    - ``loss_fn(policy, model, dist_class, train_batch)``: a scalar tensor or a
+      ``LossOutput`` (named terms reported as learner stats; per-row outputs,
+      e.g. TD errors, returned beside them by ``learn_on_batch``).
+    - ``stats_fn(policy, train_batch) -> dict``: more learner stats (added to the
+      loss's named terms).
     - ``postprocess_fn(policy, sample_batch, other_agent_batches, episode)``.
     - ``extra_action_out_fn(policy, input_dict, state_batches, model, action_dist)
       -> dict`` of per-row tensors stored as batch columns.
@@ -78,13 +79,7 @@ def build_torch_policy(
     if get_default_config is not None:
         namespace["get_default_config"] = classmethod(lambda cls: dict(get_default_config()))
     if stats_fn is not None:
-
-        def stats(self, train_batch):
-            out = TorchPolicy.stats(self, train_batch)
-            out.update(stats_fn(self, train_batch))
-            return out
-
-        namespace["stats"] = stats
+        namespace["stats"] = lambda self, train_batch: stats_fn(self, train_batch)
     if postprocess_fn is not None:
         namespace["postprocess_trajectory"] = (
             lambda self, sample_batch, other_agent_batches=None, episode=None: postprocess_fn(

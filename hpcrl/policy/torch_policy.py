@@ -13,6 +13,7 @@ import torch
 
 from hpcrl.models import ActionDistribution, ModelCatalog, TorchModel, get_preprocessor
 from hpcrl.policy.adam import Adam
+from hpcrl.policy.loss_output import LEARNER_STATS_KEY, LossOutput
 from hpcrl.policy.policy import ModelGradients, Policy
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -39,15 +40,18 @@ class TorchPolicy(Policy):
     "model forward, then sample the action distribution". ``build_torch_policy``
     makes such a subclass from plain functions.
 
-    A loss records its named terms in ``self.loss_stats``; they become the
-    learner stats together with ``total_loss`` and ``cur_lr``.
+    ``loss`` returns a scalar tensor or a ``LossOutput`` with named terms
+    (learner stats, beside ``total_loss`` and ``cur_lr``) and per-row outputs
+    (returned by ``learn_on_batch``/``compute_gradients`` beside
+    ``learner_stats``).
 
     Example:
         >>> class MyPG(TorchPolicy):
         ...     def loss(self, model, dist_class, batch):
         ...         logits, _ = model({"obs": batch["obs"]}, [], None)
         ...         logp = dist_class(logits, model).logp(batch["actions"])
-        ...         return -(logp * batch["rewards"]).mean()
+        ...         policy_loss = -(logp * batch["rewards"]).mean()
+        ...         return LossOutput(policy_loss, terms={"policy_loss": policy_loss})
     """
 
     action_distribution_fn = None
@@ -72,7 +76,6 @@ class TorchPolicy(Policy):
             self.model: TorchModel = self.make_model().to(self.device)
         self.before_loss_init()
         self._optimizer = self.optimizer()
-        self.loss_stats: dict[str, torch.Tensor] = {}
         self.cur_lr = config["lr"]
 
     # -- hooks -----------------------------------------------------------
@@ -115,8 +118,8 @@ class TorchPolicy(Policy):
         return {}
 
     def stats(self, train_batch: SampleBatch) -> dict[str, Any]:
-        """Learner stats after a loss: the recorded loss terms by default."""
-        return {k: _to_float(v) for k, v in self.loss_stats.items()}
+        """Learner stats after a loss, besides the loss's named terms (none by default)."""
+        return {}
 
     # -- acting ----------------------------------------------------------
     def compute_actions(
@@ -214,13 +217,15 @@ class TorchPolicy(Policy):
             return self.model.value_function().cpu().numpy()
 
     # -- learning --------------------------------------------------------
-    def compute_loss(self, train_batch: SampleBatch) -> tuple[torch.Tensor, SampleBatch]:
-        """The loss on a batch (with gradients) and the tensor batch it was computed on."""
+    def compute_loss(self, train_batch: SampleBatch) -> tuple[LossOutput, SampleBatch]:
+        """The loss on a batch (with gradients, as a ``LossOutput``) and the tensor
+        batch it was computed on."""
         if not self.model.training:
             self.model.train()
         tensors = self.load_batch(train_batch)
-        self.loss_stats = {}
         loss = self.loss(self.model, self.dist_class, tensors)
+        if not isinstance(loss, LossOutput):
+            loss = LossOutput(loss)
         return loss, tensors
 
     def load_batch(self, batch: SampleBatch) -> SampleBatch:
@@ -234,31 +239,34 @@ class TorchPolicy(Policy):
         *,
         reduce_gradients: Callable[[list[torch.nn.Parameter]], None] | None = None,
     ) -> dict[str, Any]:
-        """One optimizer step on ``samples``; returns learner stats.
+        """One optimizer step on ``samples``.
 
         ``reduce_gradients(parameters)``, if given, runs after ``backward`` and
         before ``extra_grad_process`` (clipping): a data-parallel learner
         replaces the gradients there by their mean over all learners.
+
+        Returns:
+            ``{"learner_stats": {...}}`` plus the loss's per-row outputs as numpy arrays.
         """
         loss, tensors = self.compute_loss(samples)
         self._optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.total.backward()
         if reduce_gradients is not None:
             reduce_gradients(list(self.model.parameters()))
-        info = self.extra_grad_process(self._optimizer, loss)
+        info = self.extra_grad_process(self._optimizer, loss.total)
         self._optimizer.step()
-        return self._learner_stats(loss, tensors, info)
+        return self._learn_result(loss, tensors, info)
 
     def compute_gradients(self, postprocessed_batch: SampleBatch) -> tuple[ModelGradients, dict]:
         loss, tensors = self.compute_loss(postprocessed_batch)
         self._optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        info = self.extra_grad_process(self._optimizer, loss)
+        loss.total.backward()
+        info = self.extra_grad_process(self._optimizer, loss.total)
         grads = [
             None if p.grad is None else p.grad.detach().cpu().numpy()
             for p in self.model.parameters()
         ]
-        return grads, self._learner_stats(loss, tensors, info)
+        return grads, self._learn_result(loss, tensors, info)
 
     def apply_gradients(self, gradients: ModelGradients) -> None:
         params = list(self.model.parameters())
@@ -276,13 +284,17 @@ class TorchPolicy(Policy):
         for group in self._optimizer.param_groups:
             group["lr"] = lr
 
-    def _learner_stats(
-        self, loss: torch.Tensor, tensors: SampleBatch, info: dict[str, Any]
+    def _learn_result(
+        self, loss: LossOutput, tensors: SampleBatch, info: dict[str, Any]
     ) -> dict[str, Any]:
-        stats = {"total_loss": float(loss.detach()), "cur_lr": self.cur_lr}
+        stats = {"total_loss": float(loss.total.detach()), "cur_lr": self.cur_lr}
+        stats.update({k: _to_float(v) for k, v in loss.terms.items()})
         stats.update(self.stats(tensors))
         stats.update(info)
-        return stats
+        result: dict[str, Any] = {LEARNER_STATS_KEY: stats}
+        for key, value in loss.per_row.items():
+            result[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        return result
 
     # -- weights and state ----------------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:

@@ -18,11 +18,11 @@ import threading
 from types import FrameType
 from typing import Any
 
+from hpcrl.backends.base import PREEMPTION_SIGNALS
+
 # sysexits.h EX_TEMPFAIL, "temporary failure; the user is invited to retry":
 # what hpcrl train exits with after checkpointing on a preemption signal.
 EXIT_PREEMPTED = 75
-
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class TrialPreempted(Exception):

@@ -61,7 +61,7 @@ def tiny_batch():
 def test_ppo_loss_terms_by_hand():
     policy = tiny_policy()
     loss, _ = policy.compute_loss(tiny_batch())
-    stats = {k: float(v.detach()) for k, v in policy.loss_stats.items()}
+    stats = {k: float(v.detach()) for k, v in loss.terms.items()}
     # ratios: 0.75/0.5 = 1.5 (clipped to 1.2, advantage +1) and 0.25/0.5 = 0.5
     # (clipped to 0.8, advantage -1: min(-0.5, -0.8) = -0.8): surrogate mean 0.2
     assert stats["policy_loss"] == pytest.approx(-0.2, abs=1e-6)
@@ -72,15 +72,15 @@ def test_ppo_loss_terms_by_hand():
     # value 0.5 against targets 1 and 2: 0.5 * mean(0.25, 2.25)
     assert stats["vf_loss"] == pytest.approx(0.625, abs=1e-6)
     expected = -0.2 + 0.5 * 0.625 + 0.2 * 0.5 * math.log(4 / 3) - 0.01 * entropy
-    assert float(loss.detach()) == pytest.approx(expected, abs=1e-6)
+    assert float(loss.total.detach()) == pytest.approx(expected, abs=1e-6)
 
 
 def test_value_clipping_by_hand():
     policy = tiny_policy(vf_clip_param=0.1)
-    policy.compute_loss(tiny_batch())
+    loss, _ = policy.compute_loss(tiny_batch())
     # clipped prediction 0 + clamp(0.5, -0.1, 0.1) = 0.1: max((.5-1)^2, (.1-1)^2) = 0.81,
     # max((.5-2)^2, (.1-2)^2) = 3.61; 0.5 * mean = 1.105
-    assert float(policy.loss_stats["vf_loss"].detach()) == pytest.approx(1.105, abs=1e-6)
+    assert float(loss.terms["vf_loss"].detach()) == pytest.approx(1.105, abs=1e-6)
 
 
 def test_kl_coefficient_adapts_in_the_right_direction():

@@ -268,7 +268,8 @@ def test_worker_reads_input_instead_of_envs(tmp_path):
     recorder.stop()
     reader_worker = RolloutWorker(None, PGTorchPolicy, {"input": str(tmp_path), "seed": 2})
     assert reader_worker.env is None
-    assert reader_worker.observation_space == recorder.observation_space
+    recorded_space = recorder.get_policy().observation_space
+    assert reader_worker.get_policy().observation_space == recorded_space
     replayed = [reader_worker.sample() for _ in range(4)]
     for got, expected in zip(replayed, recorded + recorded[:1]):
         np.testing.assert_array_equal(got["obs"], expected["obs"])

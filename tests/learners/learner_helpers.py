@@ -87,10 +87,7 @@ def driver_state(policy) -> dict:
 def reference_weights(policy, batch: SampleBatch, sizes, plan) -> dict:
     """Weights of ``policy`` after SGD over ``batch`` alone, one global minibatch per
     step, in the order the learners' ``plan`` makes."""
-    from hpcrl.learners.learner_group import global_minibatch_order
+    from hpcrl.policy.sgd import global_minibatch_order, minibatch_sgd
 
-    loaded = policy.load_batch(batch)
-    for minibatches in global_minibatch_order(plan, sizes):
-        for rows in minibatches:
-            policy.learn_on_batch(loaded.take(rows))
+    minibatch_sgd(policy, batch, global_minibatch_order(plan, sizes))
     return policy.get_weights()

@@ -42,7 +42,7 @@ def test_ppo_learns_on_two_learners_and_keeps_kl_and_lr_updates():
         # The coefficients did move, so the check above compared updated values.
         assert len({kl for kl, _ in seen}) > 1 and len({lr for _, lr in seen}) > 1
         # The driver's policy holds the learners' weights after every step.
-        learned = trainer.optimizer.learners.get_weights()
+        learned = trainer.optimizer.learners.get_weights()["default_policy"]
         for key, value in policy.get_weights().items():
             np.testing.assert_array_equal(value, learned[key])
 

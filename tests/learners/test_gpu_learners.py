@@ -16,7 +16,8 @@ from learner_helpers import (
 
 from hpcrl.algorithms.ppo import PPOTorchPolicy
 from hpcrl.backends.local import LocalBackend
-from hpcrl.learners.learner_group import LearnerGroup, plan_minibatches, shard_sizes
+from hpcrl.learners.learner_group import LearnerGroup
+from hpcrl.policy.sgd import plan_minibatches, shard_sizes
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (NCCL learners)"
@@ -25,20 +26,23 @@ pytestmark = pytest.mark.skipif(
 
 def learn_and_compare(num_learners: int) -> LearnerGroup:
     group = LearnerGroup(
-        LocalBackend(), PPOTorchPolicy, OBS_SPACE, ACTION_SPACE, CONFIG,
-        num_learners=num_learners, num_gpus_per_learner=1, timeout_s=120,
-    )  # fmt: skip
+        LocalBackend(),
+        {"default_policy": (PPOTorchPolicy, OBS_SPACE, ACTION_SPACE, CONFIG)},
+        num_learners=num_learners,
+        num_gpus_per_learner=1,
+        timeout_s=120,
+    )
     try:
         assert group.process_group_backend == "nccl"
         assert group.devices == [f"cuda:{i}" for i in range(num_learners)]
         batch = synthetic_batch(64)
         reference = PPOTorchPolicy(OBS_SPACE, ACTION_SPACE, CONFIG)  # on the CPU
-        group.set_policy_state(driver_state(reference))
+        group.set_policy_state({"default_policy": driver_state(reference)})
         sizes = shard_sizes(batch.count, num_learners)
         plan = plan_minibatches(sizes, 2, 16, np.random.default_rng(0))
-        group.learn_planned(batch, sizes, plan)
+        group.learn_planned({"default_policy": (batch, sizes, plan)})
         expected = reference_weights(reference, batch, sizes, plan)
-        weights = group.call("get_weights")
+        weights = [w["default_policy"] for w in group.call("get_weights")]
         for key in expected:
             for learner in weights:
                 np.testing.assert_allclose(learner[key], expected[key], rtol=1e-4, atol=1e-5)

@@ -19,26 +19,29 @@ from learner_helpers import (
 
 from hpcrl.algorithms.ppo import PPOTorchPolicy
 from hpcrl.backends.local import LocalBackend
-from hpcrl.learners.learner_group import (
-    LearnerError,
-    LearnerGroup,
-    plan_minibatches,
-    shard_sizes,
-)
+from hpcrl.learners.learner_group import LearnerError, LearnerGroup
+from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID
+from hpcrl.policy.sgd import plan_minibatches, shard_sizes
 
 
 @pytest.fixture(scope="module")
 def two_learners():
-    group = LearnerGroup(
-        LocalBackend(), PPOTorchPolicy, OBS_SPACE, ACTION_SPACE, CONFIG, num_learners=2,
-        timeout_s=60,
-    )  # fmt: skip
+    group = LearnerGroup(LocalBackend(), specs(PPOTorchPolicy), num_learners=2, timeout_s=60)
     yield group
     group.stop()
 
 
+def specs(policy_class) -> dict:
+    return {DEFAULT_POLICY_ID: (policy_class, OBS_SPACE, ACTION_SPACE, CONFIG)}
+
+
+def learn_planned(group, batch, sizes, plan) -> dict:
+    result = group.learn_planned({DEFAULT_POLICY_ID: (batch, sizes, plan)})
+    return result[DEFAULT_POLICY_ID]["learner_stats"]
+
+
 def assert_same_weights_everywhere(group):
-    first, *others = group.call("get_weights")
+    first, *others = [w[DEFAULT_POLICY_ID] for w in group.call("get_weights")]
     for other in others:
         assert first.keys() == other.keys()
         for key in first:
@@ -53,11 +56,11 @@ def test_two_learners_match_one_learner_over_the_same_minibatches(two_learners):
     batch = synthetic_batch(63)
     reference = PPOTorchPolicy(OBS_SPACE, ACTION_SPACE, CONFIG)
     untrained = reference.get_weights()
-    two_learners.set_policy_state(driver_state(reference))
+    two_learners.set_policy_state({DEFAULT_POLICY_ID: driver_state(reference)})
     sizes = shard_sizes(batch.count, 2)
     plan = plan_minibatches(sizes, 3, 16, np.random.default_rng(5))
     assert [len(epoch) for epoch in plan[0]] == [63 // 16] * 3
-    stats = two_learners.learn_planned(batch, sizes, plan)
+    stats = learn_planned(two_learners, batch, sizes, plan)
 
     learned = assert_same_weights_everywhere(two_learners)
     expected = reference_weights(reference, batch, sizes, plan)
@@ -72,9 +75,9 @@ def test_weights_identical_on_every_learner_after_every_step(two_learners):
     batch = synthetic_batch(40, seed=1)
     sizes = shard_sizes(batch.count, 2)
     rng = np.random.default_rng(0)
-    before = two_learners.get_weights()
+    before = two_learners.get_weights()[DEFAULT_POLICY_ID]
     for _ in range(3):
-        two_learners.learn_planned(batch, sizes, plan_minibatches(sizes, 1, 0, rng))
+        learn_planned(two_learners, batch, sizes, plan_minibatches(sizes, 1, 0, rng))
         after = assert_same_weights_everywhere(two_learners)
         assert any(not np.array_equal(before[k], after[k]) for k in after)
         before = after
@@ -83,27 +86,27 @@ def test_weights_identical_on_every_learner_after_every_step(two_learners):
 def test_policy_state_reaches_every_learner(two_learners):
     policy = PPOTorchPolicy(OBS_SPACE, ACTION_SPACE, CONFIG)
     policy.kl_coeff = 0.75
-    two_learners.set_policy_state(driver_state(policy))
+    two_learners.set_policy_state({DEFAULT_POLICY_ID: driver_state(policy)})
     sizes = shard_sizes(20, 2)
-    stats = two_learners.learn_planned(
-        synthetic_batch(20), sizes, plan_minibatches(sizes, 1, 0, np.random.default_rng(0))
+    stats = learn_planned(
+        two_learners,
+        synthetic_batch(20),
+        sizes,
+        plan_minibatches(sizes, 1, 0, np.random.default_rng(0)),
     )
     assert stats["cur_kl_coeff"] == pytest.approx(0.75)
 
 
 def test_a_failing_learner_is_reported_with_rank_and_traceback_at_once(monkeypatch):
     monkeypatch.setenv("FAIL_ON_LEARNER", "1")
-    group = LearnerGroup(
-        LocalBackend(), FailingPPOPolicy, OBS_SPACE, ACTION_SPACE, CONFIG, num_learners=2,
-        timeout_s=120,
-    )  # fmt: skip
+    group = LearnerGroup(LocalBackend(), specs(FailingPPOPolicy), num_learners=2, timeout_s=120)
     start = time.monotonic()
     try:
         with pytest.raises(LearnerError) as caught:
-            group.learn(synthetic_batch(64), 2, 16, np.random.default_rng(0))
+            group.learn({DEFAULT_POLICY_ID: synthetic_batch(64)}, 2, 16, np.random.default_rng(0))
         failed_after = time.monotonic() - start
         with pytest.raises(RuntimeError, match="the group is broken"):
-            group.learn(synthetic_batch(64), 2, 16, np.random.default_rng(0))
+            group.learn({DEFAULT_POLICY_ID: synthetic_batch(64)}, 2, 16, np.random.default_rng(0))
     finally:
         group.stop()
     message = str(caught.value)
@@ -116,13 +119,13 @@ def test_a_failing_learner_is_reported_with_rank_and_traceback_at_once(monkeypat
 
 
 def test_one_learner_lives_in_the_driver_process():
-    group = LearnerGroup(
-        LocalBackend(), PPOTorchPolicy, OBS_SPACE, ACTION_SPACE, CONFIG, num_learners=1
-    )
+    group = LearnerGroup(LocalBackend(), specs(PPOTorchPolicy), num_learners=1)
     try:
         [learner] = group.learners
         assert type(learner.instance).__name__ == "Learner"
-        stats = group.learn(synthetic_batch(32), 2, 8, np.random.default_rng(0))
-        assert math.isfinite(stats["total_loss"])
+        result = group.learn(
+            {DEFAULT_POLICY_ID: synthetic_batch(32)}, 2, 8, np.random.default_rng(0)
+        )
+        assert math.isfinite(result[DEFAULT_POLICY_ID]["learner_stats"]["total_loss"])
     finally:
         group.stop()

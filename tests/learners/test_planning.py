@@ -5,15 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpcrl.learners.learner import mean_stats
-from hpcrl.learners.learner_group import (
-    check_learner_config,
-    global_minibatch_order,
-    plan_minibatches,
-    shard_sizes,
-    uses_learner_group,
-)
+from hpcrl.learners.learner_group import check_learner_config, uses_learner_group
 from hpcrl.learners.rendezvous import check_learner_options
+from hpcrl.policy.sgd import global_minibatch_order, mean_stats, plan_minibatches, shard_sizes
 
 
 def test_shards_cover_the_batch_and_differ_by_at_most_one_row():

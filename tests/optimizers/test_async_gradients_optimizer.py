@@ -115,7 +115,7 @@ def test_step_counts_stats_and_weights():
     before = local.get_weights()["default_policy"]
     fetches = opt.step()
     assert opt.num_steps_sampled == opt.num_steps_trained == 6 * 10
-    assert {"vf_loss", "policy_loss", "entropy"} <= set(fetches["default_policy"])
+    assert {"vf_loss", "policy_loss", "entropy"} <= set(fetches["default_policy"]["learner_stats"])
     assert not same(before, local.get_weights()["default_policy"])
     stats = opt.stats()
     assert {"staleness_mean", "staleness_max", "learner", "num_steps_sampled"} <= set(stats)

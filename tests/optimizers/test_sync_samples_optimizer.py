@@ -4,8 +4,9 @@ import numpy as np
 
 from hpcrl.algorithms.a2c import A2CTorchPolicy
 from hpcrl.evaluation.worker_set import WorkerSet
-from hpcrl.optimizers import SyncSamplesOptimizer, do_minibatch_sgd
+from hpcrl.optimizers import SyncSamplesOptimizer
 from hpcrl.policy.sample_batch import concat_samples
+from hpcrl.policy.sgd import minibatch_sgd, plan_minibatches
 
 CONFIG = {"model": {"fcnet_hiddens": [16]}, "rollout_fragment_length": 25, "seed": 3}
 
@@ -17,7 +18,7 @@ def test_make_with_remote_workers_counts_steps():
     stats = opt.step()
     # two workers x 25 rows per round, three rounds to reach 120
     assert opt.num_steps_sampled == 150 and opt.num_steps_trained == 150
-    assert "vf_loss" in stats["default_policy"]
+    assert "vf_loss" in stats["default_policy"]["learner_stats"]
     assert set(opt.stats()) >= {"num_steps_sampled", "sample_time_s", "learner"}
     opt.workers.stop()
 
@@ -55,6 +56,8 @@ def test_minibatch_sgd_runs_every_minibatch_of_every_epoch():
         return original(minibatch)
 
     policy.learn_on_batch = counting
-    stats = do_minibatch_sgd(batch, policy, 3, 10, np.random.default_rng(0))
-    assert calls == [10, 10, 5] * 3 and "total_loss" in stats
+    [epochs] = plan_minibatches([batch.count], 3, 10, np.random.default_rng(0))
+    result = minibatch_sgd(policy, batch, epochs)
+    # 25 rows in minibatches of 10: 25 // 10 = 2 near-equal minibatches per epoch
+    assert calls == [13, 12] * 3 and "total_loss" in result["learner_stats"]
     workers.stop()

@@ -85,8 +85,8 @@ def test_gradients_applied_elsewhere_equal_learn_on_batch():
     c = PGTorchPolicy(OBS, ACT, CONFIG)
     batch = batch_from(a)
     a.learn_on_batch(batch)
-    gradients, stats = b.compute_gradients(batch)
-    assert "policy_loss" in stats
+    gradients, result = b.compute_gradients(batch)
+    assert "policy_loss" in result["learner_stats"]
     # the value branch has no gradient under a policy-only loss
     assert any(isinstance(g, np.ndarray) for g in gradients) and any(g is None for g in gradients)
     c.apply_gradients(gradients)
@@ -168,7 +168,7 @@ def test_build_torch_policy_calls_every_hook():
     assert isinstance(policy._optimizer, torch.optim.SGD) and policy.config["lr"] == 0.5
     policy.compute_actions(obs_batch())
     batch = batch_from(policy, 8)
-    stats = policy.learn_on_batch(batch)
+    stats = policy.learn_on_batch(batch)["learner_stats"]
     assert stats["rows"] == 8 and stats["custom_grad_stat"] == 1.0
     assert "action_distribution_fn" in seen and "extra_grad_process_fn" in seen
 

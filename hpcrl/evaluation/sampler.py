@@ -1,0 +1,231 @@
+"""Sampling a gymnasium vector env with one policy: one batched forward pass per step.
+
+gymnasium's vector envs spend one step of an env on its reset after an
+episode ends (next-step autoreset); that step is not a transition. In
+``truncate_episodes`` mode the sampler steps until every env has a full
+fragment, so an env that reset less often returns a few more rows (one per
+reset of the slowest env). Nothing is held over to the next ``sample()``:
+every row was sampled with the weights of this call. ``complete_episodes``
+holds the unfinished episodes over, as it must.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from hpcrl.evaluation.fragment_buffer import FragmentBuffer
+from hpcrl.evaluation.metrics import EpisodeStats
+from hpcrl.policy.policy import Policy
+from hpcrl.policy.sample_batch import SampleBatch
+
+
+class _NoInfo(dict):
+    """The info of a row whose env returned none: an empty dict that cannot be
+    changed, so one instance is shared by every such row (and pickles)."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("this row has no env info; the empty info dict is read-only")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only
+
+
+NO_INFO = _NoInfo()
+
+
+class VectorEnvSampler:
+    """Steps ``env`` (a gymnasium VectorEnv) with ``policy``; ``sample()`` returns one
+    fragment of every env, not postprocessed.
+
+    Args:
+        env: the vector env.
+        policy: the policy acting for every env.
+        fragment_length: steps per env in one ``sample()``.
+        complete_episodes: emit whole episodes only.
+        seed: seed of the first reset (None: random).
+        clip_actions: clip Box actions to the space's bounds before stepping.
+        first_episode_id: ``eps_id`` of the first episode; later ones count up.
+    """
+
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        policy: Policy,
+        fragment_length: int,
+        complete_episodes: bool,
+        seed: int | None,
+        clip_actions: bool,
+        first_episode_id: int,
+    ) -> None:
+        self.env = env
+        self.policy = policy
+        self.num_envs = env.num_envs
+        self.fragment_length = fragment_length
+        self.complete_episodes = complete_episodes
+        self.seed = seed
+        self.next_episode_id = first_episode_id
+        self.steps_sampled = 0
+        self.started = False
+        self.episodes = EpisodeStats(self.num_envs)
+        self._buffer = FragmentBuffer(self.num_envs, fragment_length + 8)
+        space = env.single_action_space
+        self._clip = (
+            (space.low, space.high) if clip_actions and isinstance(space, gym.spaces.Box) else None
+        )
+
+    def sample(self) -> SampleBatch:
+        if not self.started:
+            self.start(self.seed)
+        target = self.fragment_length
+        if self.complete_episodes:
+            while self._completed_rows < target * self.num_envs:
+                self._step()
+        else:
+            # A step adds at most one row per env: take the steps the emptiest env
+            # surely needs, then count again.
+            while (missing := target - int(self._rows_per_env.min())) > 0:
+                for _ in range(missing):
+                    self._step()
+                self._rows_per_env = self._buffer.valid[: self._buffer.size].sum(axis=0)
+        emit = self._rows_to_emit()
+        columns = self._buffer.take(emit)
+        self._rows_per_env = self._buffer.valid[: self._buffer.size].sum(axis=0)
+        self._completed_rows = 0
+        batch = SampleBatch(columns)
+        batch[SampleBatch.AGENT_INDEX] = np.zeros(batch.count, dtype=np.int64)
+        self.steps_sampled += batch.count
+        return batch
+
+    def start(self, seed: int | None = None) -> None:
+        """Reset every env and start fresh episodes."""
+        obs, _ = self.env.reset(seed=seed)
+        n = self.num_envs
+        initial = [np.asarray(s) for s in self.policy.get_initial_state()]
+        self._obs = obs
+        self._state = [np.repeat(s[None], n, axis=0) for s in initial]
+        self._initial_state = initial
+        self._eps_id = self._new_eps_ids(n)
+        self._t = np.zeros(n, dtype=np.int64)
+        self._resetting = np.zeros(n, dtype=bool)
+        self._rows_per_env = np.zeros(n, dtype=np.int64)
+        self._completed_rows = 0
+        self._since_done = np.zeros(n, dtype=np.int64)
+        self._env_ids = np.arange(n, dtype=np.int64)
+        self._no_infos = np.full(n, NO_INFO, dtype=object)
+        self._no_infos.flags.writeable = False
+        self._any_resetting = False
+        self.started = True
+
+    def _step(self) -> None:
+        actions, state_out, extra = self.policy.compute_actions(
+            self._obs, self._state, timestep=self.steps_sampled
+        )
+        if not isinstance(actions, np.ndarray):
+            actions = np.asarray(actions)  # a from-scratch policy may return a list
+        env_actions = actions if self._clip is None else np.clip(actions, *self._clip)
+        next_obs, rewards, terminated, truncated, infos = self.env.step(env_actions)
+        valid = ~self._resetting
+        step = {
+            SampleBatch.OBS: self._obs,
+            SampleBatch.ACTIONS: actions,
+            SampleBatch.REWARDS: rewards,
+            SampleBatch.TERMINATEDS: terminated,
+            SampleBatch.TRUNCATEDS: truncated,
+            SampleBatch.NEXT_OBS: next_obs,
+            SampleBatch.T: self._t,
+            SampleBatch.EPS_ID: self._eps_id,
+            SampleBatch.ENV_ID: self._env_ids,
+            SampleBatch.INFOS: self._split_infos(infos),
+        }
+        for i, (s_in, s_out) in enumerate(zip(self._state, state_out)):
+            step[f"state_in_{i}"] = s_in
+            step[f"state_out_{i}"] = s_out
+        step.update(extra)
+        self._buffer.add(step, valid)
+
+        done = (terminated | truncated) & valid
+        self.episodes.step(rewards, valid, done)
+        any_done = bool(done.any())
+        if self.complete_episodes:
+            self._since_done += valid
+            if any_done:
+                self._completed_rows += int(self._since_done[done].sum())
+                self._since_done[done] = 0
+
+        # Envs that were resetting this step start a new episode from next_obs.
+        # The buffer holds copies, so _t and _eps_id can change in place.
+        self._obs = next_obs
+        self._state = list(state_out)
+        self._t += 1
+        if self._any_resetting:
+            started = self._resetting
+            self._t[started] = 0
+            self._eps_id[started] = self._new_eps_ids(int(started.sum()))
+            for s, init in zip(self._state, self._initial_state):
+                s[started] = init
+        self._resetting = done
+        self._any_resetting = any_done
+
+    def _rows_to_emit(self) -> np.ndarray:
+        valid = self._buffer.valid[: self._buffer.size]
+        if not self.complete_episodes:
+            return valid
+        dones = (
+            self._buffer.columns[SampleBatch.TERMINATEDS][: self._buffer.size]
+            | (self._buffer.columns[SampleBatch.TRUNCATEDS][: self._buffer.size])
+        )
+        ended = dones & valid
+        # Per env, emit every row up to and including its last episode end.
+        steps = np.arange(len(valid))[:, None]
+        last_end = np.where(ended, steps, -1).max(axis=0)
+        return valid & (steps <= last_end[None, :])
+
+    def _split_infos(self, infos: dict[str, Any]) -> np.ndarray:
+        if not infos:
+            return self._no_infos
+        rows = self._no_infos.copy()
+        for key, values in infos.items():
+            if key.startswith("_"):
+                continue
+            present = infos.get(f"_{key}", np.ones(self.num_envs, dtype=bool))
+            for i in np.flatnonzero(present):
+                if rows[i] is NO_INFO:
+                    rows[i] = {}
+                rows[i][key] = values[i]
+        return rows
+
+    def _new_eps_ids(self, n: int) -> np.ndarray:
+        ids = np.arange(self.next_episode_id, self.next_episode_id + n, dtype=np.int64)
+        self.next_episode_id += n
+        return ids
+
+    def get_state(self) -> dict[str, Any]:
+        """Running episodes and held-over rows (the env's own state is the worker's)."""
+        return {
+            "obs": self._obs,
+            "state": list(self._state),
+            "eps_id": self._eps_id,
+            "t": self._t,
+            "resetting": self._resetting,
+            "any_resetting": self._any_resetting,
+            "rows_per_env": self._rows_per_env,
+            "completed_rows": self._completed_rows,
+            "since_done": self._since_done,
+            "episodes": self.episodes.get_state(),
+            "buffer": self._buffer.get_state(),
+        }
+
+    def set_state(self, sampler: dict[str, Any]) -> None:
+        self._obs = sampler["obs"]
+        self._state = list(sampler["state"])
+        self._eps_id = sampler["eps_id"]
+        self._t = sampler["t"]
+        self._resetting = sampler["resetting"]
+        self._any_resetting = bool(sampler["any_resetting"])
+        self._rows_per_env = sampler["rows_per_env"]
+        self._completed_rows = int(sampler["completed_rows"])
+        self._since_done = sampler["since_done"]
+        self.episodes.set_state(sampler["episodes"])
+        self._buffer.set_state(sampler["buffer"])
