@@ -112,7 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--explore", action="store_true", help="sample actions (default: the most likely action)"
     )
     evaluate.add_argument(
-        "--policy-id", help="policy of a trainer checkpoint (default: the only one)"
+        "--policy-id",
+        help="play this policy of a trainer checkpoint alone on a single-agent env "
+        "(default: the only one; on a multi-agent env every policy plays its agents)",
+    )
+    evaluate.add_argument(
+        "--policy-mapping-fn",
+        help="module:function mapping agents to policy ids on a multi-agent env (default: "
+        "the checkpoint's, when it was given as such a string)",
     )
     return parser
 
@@ -292,39 +299,70 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from hpcrl.evaluation.policy_evaluation import evaluate_policy
     from hpcrl.io.checkpoint import CheckpointError
-    from hpcrl.policy.policy import Policy
 
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
     try:
-        policy = Policy.from_checkpoint(args.checkpoint, policy_id=args.policy_id)
-        env = args.env or policy.config.get("env")
-        if not isinstance(env, str):
-            raise UsageError(
-                f"the checkpoint's config names no env by id ({env!r}); give --env ENV"
-            )
-        metrics = evaluate_policy(
-            policy,
-            env,
-            args.episodes,
-            env_config=policy.config.get("env_config") or {},
-            seed=args.seed,
-            explore=args.explore,
-        )
+        metrics, env = _evaluate_checkpoint(args)
     except (CheckpointError, ValueError, TypeError, ImportError) as err:
         raise UsageError(str(err)) from err
     for number, (ret, length) in enumerate(
         zip(metrics["episode_returns"], metrics["episode_lengths"])
     ):
         print(f"episode {number}: return {ret:.2f}, length {length}")
+    for pid, returns in sorted(metrics.get("policy_returns", {}).items()):
+        print(f"policy {pid}: mean return {returns.mean():.2f} over {len(returns)} agent episodes")
     print(
         f"mean return {metrics['episode_reward_mean']:.2f} over {args.episodes} episodes "
         f"(min {metrics['episode_reward_min']:.2f}, max {metrics['episode_reward_max']:.2f}, "
         f"mean length {metrics['episode_len_mean']:.1f}) on {env}"
     )
     return 0
+
+
+def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """Play a checkpoint's policy (or, on a multi-agent env, all its policies)."""
+    from hpcrl.env.registry import EnvContext, make_worker_envs
+    from hpcrl.evaluation.policy_evaluation import evaluate_policies, evaluate_policy
+    from hpcrl.io.checkpoint import CHECKPOINT_JSON, read_checkpoint_meta
+    from hpcrl.policy.policy import Policy
+
+    trainer_checkpoint = os.path.isfile(
+        os.path.join(os.path.expanduser(args.checkpoint), CHECKPOINT_JSON)
+    )
+    pids = read_checkpoint_meta(args.checkpoint)["policies"] if trainer_checkpoint else [None]
+    policy = Policy.from_checkpoint(args.checkpoint, policy_id=args.policy_id or pids[0])
+    env = args.env or policy.config.get("env")
+    if not isinstance(env, str):
+        raise UsageError(f"the checkpoint's config names no env by id ({env!r}); give --env ENV")
+    env_config = policy.config.get("env_config") or {}
+    probe = make_worker_envs(env, 1, EnvContext(env_config))
+    multi_agent = isinstance(probe, list)
+    for copy in probe if multi_agent else [probe]:
+        copy.close()
+    if not multi_agent or args.policy_id:
+        metrics = evaluate_policy(
+            policy, env, args.episodes, env_config=env_config, seed=args.seed, explore=args.explore
+        )
+        return metrics, env
+    mapping = args.policy_mapping_fn or policy.config.get("multiagent", {}).get("policy_mapping_fn")
+    if mapping is not None and not (isinstance(mapping, str) and ":" in mapping):
+        raise UsageError(
+            f"the checkpoint's policy_mapping_fn ({mapping!r}) cannot be loaded by name; give "
+            "--policy-mapping-fn module:function"
+        )
+    policies = {pid: Policy.from_checkpoint(args.checkpoint, policy_id=pid) for pid in pids}
+    metrics = evaluate_policies(
+        policies,
+        env,
+        args.episodes,
+        policy_mapping_fn=mapping,
+        env_config=env_config,
+        seed=args.seed,
+        explore=args.explore,
+    )
+    return metrics, env
 
 
 def _result_printer(verbosity: int) -> Any:

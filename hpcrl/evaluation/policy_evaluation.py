@@ -63,3 +63,72 @@ def evaluate_policy(
         "episode_lengths": lengths,
         **summarize_episodes(returns, lengths),
     }
+
+
+def evaluate_policies(
+    policies: dict[str, Policy],
+    env: str | Callable[..., Any],
+    num_episodes: int,
+    *,
+    policy_mapping_fn: Any = None,
+    env_config: dict[str, Any] | None = None,
+    seed: int | None = None,
+    explore: bool = False,
+) -> dict[str, Any]:
+    """Run ``num_episodes`` episodes of a multi-agent ``env`` with ``policies`` (policy
+    id -> Policy, e.g. every policy of a trainer checkpoint), agents mapped to them by
+    ``policy_mapping_fn`` (a function or ``"module:function"``; None: every agent to
+    ``"default_policy"``).
+
+    Returns:
+        ``{"episode_returns", "episode_lengths", "policy_returns": {policy_id: array}}``
+        plus ``episode_reward_mean/min/max`` and ``episode_len_mean``; an episode's
+        return is the sum over its agents.
+    """
+    from hpcrl.evaluation.rollout_worker import RolloutWorker
+
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    first = next(iter(policies.values()))
+    config = {
+        "env_config": env_config or {},
+        "num_envs_per_worker": num_episodes,
+        "rollout_fragment_length": 1,
+        "batch_mode": "complete_episodes",
+        "seed": seed,
+        "multiagent": {
+            "policies": {
+                pid: (type(p), p.observation_space, p.action_space, dict(p.config))
+                for pid, p in policies.items()
+            },
+            "policy_mapping_fn": policy_mapping_fn,
+            "policies_to_train": [],
+        },
+    }
+    worker = RolloutWorker(env, type(first), config)
+    try:
+        if not worker.multi_agent:
+            raise ValueError(
+                f"{env!r} is a single-agent env; evaluate one policy with evaluate_policy"
+            )
+        for pid, policy in policies.items():
+            worker.get_policy(pid).set_state(policy.get_state(include_optimizer=False))
+            worker.get_policy(pid).config["explore"] = explore
+        returns, lengths, per_policy = [], [], {}
+        while len(returns) < num_episodes:
+            worker.sample()
+            metrics = worker.get_metrics()
+            returns.extend(metrics["episode_returns"])
+            lengths.extend(metrics["episode_lengths"])
+            for pid, values in metrics["policy_returns"].items():
+                per_policy.setdefault(pid, []).extend(values)
+    finally:
+        worker.stop()
+    returns_array = np.asarray(returns[:num_episodes], dtype=np.float64)
+    lengths = lengths[:num_episodes]
+    return {
+        "episode_returns": returns_array,
+        "episode_lengths": np.asarray(lengths, dtype=np.int64),
+        "policy_returns": {pid: np.asarray(v, dtype=np.float64) for pid, v in per_policy.items()},
+        **summarize_episodes(returns_array, lengths),
+    }

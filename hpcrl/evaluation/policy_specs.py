@@ -50,6 +50,13 @@ def default_policy_mapping_fn(agent_id: Any, episode: Any = None, worker: Any = 
     return DEFAULT_POLICY_ID
 
 
+def agent_id_as_policy_id(agent_id: Any, episode: Any = None, worker: Any = None, **kw: Any):
+    """Each agent to the policy named like it (``str(agent_id)``): one policy per agent,
+    e.g. ``"policy_mapping_fn": "hpcrl.evaluation.policy_specs:agent_id_as_policy_id"``
+    with ``"policies": ["player_0", "player_1"]``."""
+    return str(agent_id)
+
+
 def check_multiagent_config(multiagent: Any) -> dict[str, Any]:
     """The ``multiagent`` config with defaults filled in, policies as ``PolicySpec``s and
     ``"module:name"`` strings imported.

@@ -123,8 +123,9 @@ class RolloutWorker:
         self.num_envs = int(num_envs or self.config["num_envs_per_worker"])
         seed = self.config["seed"]
         self.seed = None if seed is None else int(seed) + 1000 * worker_index
+        # The config keeps the multiagent settings as given (a "module:function" string
+        # stays a string in checkpoints); the worker uses them resolved.
         multiagent = check_multiagent_config(self.config["multiagent"])
-        self.config["multiagent"] = multiagent
         self.policy_mapping_fn = multiagent["policy_mapping_fn"] or default_policy_mapping_fn
         self.count_steps_by = multiagent["count_steps_by"]
         self.global_timestep = 0

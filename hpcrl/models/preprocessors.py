@@ -108,6 +108,8 @@ class TuplePreprocessor(Preprocessor):
         super().__init__(space, sum(c.size for c in self.children))
 
     def transform(self, obs_batch: Any) -> np.ndarray:
+        if _is_flat(obs_batch, self.size):
+            return obs_batch
         if not isinstance(obs_batch, tuple):
             # A list of per-observation tuples: regroup into one batch per component.
             obs_batch = tuple(zip(*obs_batch))
@@ -126,6 +128,8 @@ class DictPreprocessor(Preprocessor):
         super().__init__(space, sum(c.size for c in self.children.values()))
 
     def transform(self, obs_batch: Any) -> np.ndarray:
+        if _is_flat(obs_batch, self.size):
+            return obs_batch
         if not isinstance(obs_batch, Mapping):
             # A list of per-observation dicts: regroup into one batch per key.
             obs_batch = {key: [obs[key] for obs in obs_batch] for key in self.children}
@@ -163,6 +167,18 @@ def get_preprocessor(space: spaces.Space) -> Preprocessor:
     raise ValueError(
         f"no preprocessor for observation space {space!r}; "
         f"supported spaces: {', '.join(SUPPORTED_SPACES)}"
+    )
+
+
+def _is_flat(obs_batch: Any, size: int) -> bool:
+    """A batch of Dict or Tuple observations already flattened by this preprocessor:
+    sample batches store them so (one float32 column), and loading a batch for
+    learning passes them through."""
+    return (
+        isinstance(obs_batch, np.ndarray)
+        and obs_batch.dtype == np.float32
+        and obs_batch.ndim == 2
+        and obs_batch.shape[1] == size
     )
 
 
