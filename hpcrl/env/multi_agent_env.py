@@ -146,7 +146,7 @@ def make_multi_agent(env: str | Any) -> type[MultiAgentEnv]:
     class MultiAgentWrapper(MultiAgentEnv):
         def __init__(self, config: dict[str, Any] | None = None) -> None:
             super().__init__()
-            config = dict(config or {})
+            config = {} if config is None else config  # an EnvContext stays one
             num_agents = int(config.get("num_agents", 1))
             # Named "envs" (and "done" a list) so that hpcrl.io.env_state snapshots them.
             self.envs = [make_one(config) for _ in range(num_agents)]

@@ -17,6 +17,7 @@ import pytest
 
 from hpcrl.algorithms.registry import get_trainer_class
 from hpcrl.backends import WorkerLostError
+from hpcrl.env.multi_agent_env import make_multi_agent
 from hpcrl.env.registry import register_env
 
 pytest.importorskip("distributed")
@@ -77,21 +78,37 @@ def test_algorithms_train_on_dask(algo, dask_cluster):
         trainer.stop()
 
 
-def test_same_weights_on_dask_and_local(dask_cluster, one_torch_thread):
+MultiAgentCartPole = make_multi_agent("CartPole-v1")
+
+
+def by_parity(agent_id, episode=None, worker=None, **kwargs):
+    return "even" if agent_id % 2 == 0 else "odd"
+
+
+TWO_POLICIES = {"policies": ["even", "odd"], "policy_mapping_fn": by_parity}
+
+
+@pytest.mark.parametrize("multi_agent", [False, True], ids=["one-policy", "two-policies"])
+def test_same_weights_on_dask_and_local(dask_cluster, one_torch_thread, multi_agent):
     # Dask workers run one torch thread; so does the local run here.
     weights = {}
+    env = lambda cfg: MultiAgentCartPole({"num_agents": 3}) if multi_agent else "CartPole-v1"  # noqa: E731
     for backend in ("local", "dask"):
         config = config_for("PPO", dask_cluster.scheduler_address, backend=backend)
         if backend == "local":
             del config["dask_address"]
-        trainer = get_trainer_class("PPO")(config, "CartPole-v1")
+        if multi_agent:
+            config["multiagent"] = TWO_POLICIES
+        trainer = get_trainer_class("PPO")(config, env if multi_agent else "CartPole-v1")
         for _ in range(3):
             trainer.train()
-        weights[backend] = trainer.get_weights()["default_policy"]
+        weights[backend] = trainer.get_weights()
         trainer.stop()
-    assert weights["local"].keys() == weights["dask"].keys()
-    for key, value in weights["local"].items():
-        np.testing.assert_array_equal(value, weights["dask"][key])
+    assert sorted(weights["dask"]) == (["even", "odd"] if multi_agent else ["default_policy"])
+    for pid, policy_weights in weights["local"].items():
+        assert policy_weights.keys() == weights["dask"][pid].keys()
+        for key, value in policy_weights.items():
+            np.testing.assert_array_equal(value, weights["dask"][pid][key], err_msg=f"{pid}/{key}")
 
 
 def kill_when_signalled(pid_file: Path, killed: list[int]) -> threading.Thread:

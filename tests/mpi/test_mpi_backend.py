@@ -42,14 +42,17 @@ def test_training_under_mpiexec(algo, tmp_path):
     assert f"TRAINED {algo} on mpi" in out.stdout and "2 workers" in out.stdout
 
 
-def test_same_weights_on_local_and_mpi(tmp_path):
-    local = run([str(HERE / "train_script.py"), "PPO", "local", "3", str(tmp_path / "l.npz")], 0)
+@pytest.mark.parametrize("algo", ["PPO", "PPO-two-policies"])
+def test_same_weights_on_local_and_mpi(tmp_path, algo):
+    local = run([str(HERE / "train_script.py"), algo, "local", "3", str(tmp_path / "l.npz")], 0)
     assert local.returncode == 0, local.stderr
-    mpi = run([str(HERE / "train_script.py"), "PPO", "mpi", "3", str(tmp_path / "m.npz")], 3)
+    mpi = run([str(HERE / "train_script.py"), algo, "mpi", "3", str(tmp_path / "m.npz")], 3)
     assert mpi.returncode == 0, mpi.stderr
     assert "TRAINED PPO on mpi" in mpi.stdout and "2 workers" in mpi.stdout
     a, b = np.load(tmp_path / "l.npz"), np.load(tmp_path / "m.npz")
     assert set(a.files) == set(b.files)
+    policies = {name.split("/")[0] for name in a.files}
+    assert policies == ({"even", "odd"} if algo == "PPO-two-policies" else {"default_policy"})
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key])
 

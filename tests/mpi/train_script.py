@@ -1,6 +1,8 @@
 """Train under mpiexec (or locally) and save the final weights; see test_mpi_backend.py.
 
 Usage: python train_script.py ALGO BACKEND ITERATIONS OUT.npz [FAIL_ON_WORKER]
+
+ALGO "PPO-two-policies" trains PPO with two policies on a multi-agent CartPole.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from hpcrl.algorithms.registry import get_trainer_class
+from hpcrl.env.multi_agent_env import make_multi_agent
 from hpcrl.env.registry import register_env
 
 
@@ -29,10 +32,25 @@ class FailingCartPole(gym.Wrapper):
         return self.env.step(action)
 
 
+def with_agents(context, num_agents: int):
+    context = context.copy_with()
+    context["num_agents"] = num_agents
+    return context
+
+
+def by_parity(agent_id, episode=None, worker=None, **kwargs):
+    return "even" if agent_id % 2 == 0 else "odd"
+
+
 def main() -> None:
     algo, backend, iterations, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     fail_on = int(sys.argv[5]) if len(sys.argv) > 5 else -1
     register_env("failing_cartpole", FailingCartPole)
+    two_policies = algo == "PPO-two-policies"
+    if two_policies:
+        algo = "PPO"
+        multi_cartpole = make_multi_agent(lambda cfg: FailingCartPole(cfg))
+        register_env("failing_cartpole", lambda cfg: multi_cartpole(with_agents(cfg, 3)))
     config = {
         "backend": backend,
         "num_workers": 2,
@@ -47,11 +65,15 @@ def main() -> None:
         config.update(train_batch_size=256, sgd_minibatch_size=64, num_sgd_iter=2)
     if algo == "A3C":
         config.update(grads_per_step=10)
+    if two_policies:
+        config["multiagent"] = {"policies": ["even", "odd"], "policy_mapping_fn": by_parity}
     trainer = get_trainer_class(algo)(config, env="failing_cartpole")
     for _ in range(iterations):
         result = trainer.train()
-    weights = trainer.get_weights()["default_policy"]
-    np.savez(out, **weights)
+    weights = trainer.get_weights()
+    np.savez(
+        out, **{f"{pid}/{key}": value for pid in weights for key, value in weights[pid].items()}
+    )
     print(
         f"TRAINED {algo} on {backend}: {result['timesteps_total']} steps, "
         f"{result['num_healthy_workers']} workers",
