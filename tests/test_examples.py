@@ -38,6 +38,8 @@ def run_example(script: str, *args: str) -> str:
         "ppo_cartpole.py",
         "offline_bc_cartpole.py",
         "dask_cartpole.py",
+        "rock_paper_scissors.py",
+        "multiagent_cartpole.py",
     ],
 )
 def test_help(script, capsys, monkeypatch):
@@ -103,3 +105,51 @@ def test_dask_cartpole_survives_a_killed_worker():
     out = run_example("dask_cartpole.py", "--iterations", "2", "--kill-at", "1", "--num-envs", "2")
     assert "started a Dask LocalCluster" in out and "killing rollout worker 1" in out
     assert "OK: 2 iterations, 1 worker restart(s) (expected 1), 2 healthy workers" in out
+
+
+def test_rock_paper_scissors_learned_policy_beats_always_same():
+    # The target: a mean episode reward of at least 5 (of 10) against the
+    # "always the same move" opponent within 100,000 env steps.
+    out = run_example(
+        "rock_paper_scissors.py", "--opponent", "always_same", "--stop-timesteps", "100000"
+    )
+    assert "OK: the learned policy's mean episode reward against always_same is" in out
+
+
+def test_rock_paper_scissors_against_mixed_opponents_on_dask():
+    pytest.importorskip("distributed")
+    out = run_example(
+        "rock_paper_scissors.py", "--opponent", "mixed", "--stop-reward", "-10",
+        "--num-workers", "2", "--backend", "dask",
+    )  # fmt: skip
+    assert "OK: the learned policy's mean episode reward against mixed" in out
+
+
+def test_multiagent_cartpole_shared_and_per_agent_policies():
+    out = run_example("multiagent_cartpole.py", "--num-agents", "2", "--stop-reward", "60")
+    assert "OK: every policy (shared) reached 60.0" in out
+    out = run_example(
+        "multiagent_cartpole.py", "--num-agents", "2", "--policies", "per-agent",
+        "--stop-reward", "40",
+    )  # fmt: skip
+    assert "policy_0" in out and "policy_1" in out
+    assert "OK: every policy (per-agent) reached 40.0" in out
+
+
+def test_tictactoe_from_the_command_line(tmp_path):
+    pytest.importorskip("pettingzoo")
+    pytest.importorskip("pygame")
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "hpcrl", "train", "-f",
+            str(EXAMPLES / "tuned" / "tictactoe-ppo.yaml"),
+            "--stop", '{"timesteps_total": 4000}', "--local-dir", str(tmp_path),
+            "--checkpoint-at-end", "-q",
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "stopped by timesteps_total" in completed.stdout
+    [checkpoint] = tmp_path.glob("tictactoe-ppo/*/checkpoint_*")
+    progress = next(tmp_path.glob("tictactoe-ppo/*/progress.csv")).read_text()
+    assert "policy_reward_mean/player_1" in progress and "info/learner/player_2/kl" in progress

@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from hpcrl.env.multi_agent_env import ALL_AGENTS, MultiAgentEnv
-from hpcrl.policy.policy import Policy
+from hpcrl.policy.policy import Policy, stack_observations
 from hpcrl.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 PolicyMappingFn = Callable[..., str]
@@ -129,9 +129,9 @@ class _PolicyRows:
         columns[SampleBatch.REWARDS] = self.rewards[:n].astype(np.float32)
         columns[SampleBatch.TERMINATEDS] = self.terminated[:n].copy()
         columns[SampleBatch.TRUNCATEDS] = self.truncated[:n].copy()
-        infos = np.full(n, None, dtype=object)
-        for row in range(n):
-            infos[row] = self.infos.get(row, _NO_INFO)
+        infos = np.full(n, _NO_INFO, dtype=object)
+        for row, info in self.infos.items():
+            infos[row] = info
         columns[SampleBatch.INFOS] = infos
         rows = np.flatnonzero(emit[:n])
         out = {k: v[rows] for k, v in columns.items()}
@@ -339,7 +339,7 @@ class MultiAgentSampler:
         policy = self.policy_map[pid]
         store = self._rows[pid]
         n = len(entries)
-        obs_batch = _stack([entry[3] for entry in entries])
+        obs_batch = stack_observations([entry[3] for entry in entries])
         state_in = []
         if self._recurrent[pid]:
             state_in = [np.stack(s) for s in zip(*(entry[2].state for entry in entries))]
@@ -417,12 +417,12 @@ class MultiAgentSampler:
                 self._end_agent(e, agent_id, ob, terminated, truncated)
             else:
                 next_obs[agent_id] = ob
-        for agent_id in set(terminateds) | set(truncateds):
-            if agent_id != ALL_AGENTS and agent_id not in obs:
-                terminated = bool(terminateds.get(agent_id, False))
-                truncated = bool(truncateds.get(agent_id, False))
-                if terminated or truncated:
-                    self._end_agent(e, agent_id, None, terminated, truncated)
+        # Agents that ended without a final observation.
+        for flags in (terminateds, truncateds):
+            for agent_id, flag in flags.items():
+                if flag and agent_id != ALL_AGENTS and agent_id not in obs:
+                    terminated = bool(terminateds.get(agent_id, False))
+                    self._end_agent(e, agent_id, None, terminated, not terminated)
         if all_terminated or all_truncated:
             for agent_id in list(agents):
                 agent = agents[agent_id]
@@ -691,15 +691,6 @@ def _is_batch(obs: Any, space: gym.Space) -> bool:
     if isinstance(first, (dict, tuple)):
         return _is_batch(first, sub)
     return np.ndim(first) > len(sub.shape or ())
-
-
-def _stack(values: list[Any]) -> Any:
-    first = values[0]
-    if isinstance(first, dict):
-        return {k: _stack([v[k] for v in values]) for k in first}
-    if isinstance(first, tuple):
-        return tuple(_stack([v[i] for v in values]) for i in range(len(first)))
-    return np.stack(values) if isinstance(first, np.ndarray) else np.asarray(values)
 
 
 def _as_action_array(actions: Any, n: int, pid: str) -> np.ndarray:

@@ -278,6 +278,12 @@ class RolloutWorker:
         return self._sampler
 
     def _postprocess_multi_agent(self, batch: MultiAgentBatch) -> MultiAgentBatch:
+        # DESIGN.md has each agent's trajectory postprocessed on its own. Here each
+        # policy postprocesses all its trajectories of the fragment in one call, as a
+        # single-agent worker does: with A2C, 64 copies x 4 agents and 2 policies, a
+        # call per agent and episode took 160 ms against 2 ms, a third of a 460 ms
+        # sample(). The other agents' rows are at hand (built on first access), to be
+        # matched by eps_id and t.
         batches = batch.policy_batches
         others = OtherAgentBatches(batches, self.policy_map, self._sampler.agent_ids())
         out = {

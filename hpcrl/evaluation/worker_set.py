@@ -219,6 +219,13 @@ class WorkerSet:
         """``func(policy, policy_id)`` on every policy of every worker."""
         return [r for rs in self.foreach_worker(lambda w: w.foreach_policy(func)) for r in rs]
 
+    def foreach_trainable_policy(self, func: Callable[..., Any]) -> list[Any]:
+        """``func(policy, policy_id)`` on every policy in ``policies_to_train`` of every
+        worker."""
+        return [
+            r for rs in self.foreach_worker(lambda w: w.foreach_trainable_policy(func)) for r in rs
+        ]
+
     def stop(self) -> None:
         self._local.stop()
         self.backend.shutdown()

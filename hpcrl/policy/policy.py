@@ -280,6 +280,25 @@ class Policy:
         raise NotImplementedError(f"{type(self).__name__} has no model to export")
 
 
+def stack_observations(observations: list[Any]) -> Any:
+    """One batch of several observations, nested as the space is: a dict of stacked
+    arrays for Dict spaces, a tuple for Tuple spaces, else one stacked array.
+
+    Example:
+        >>> batch = stack_observations([{"a": np.zeros(2)}, {"a": np.ones(2)}])
+        >>> batch["a"].shape
+        (2, 2)
+    """
+    first = observations[0]
+    if isinstance(first, dict):
+        return {k: stack_observations([o[k] for o in observations]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(stack_observations([o[i] for o in observations]) for i in range(len(first)))
+    if isinstance(first, np.ndarray):
+        return np.stack(observations)
+    return np.asarray(observations)
+
+
 def _batch_of_one(obs: Any) -> Any:
     if isinstance(obs, dict):
         return {k: _batch_of_one(v) for k, v in obs.items()}

@@ -148,15 +148,21 @@ class SampleBatch(dict):
             yield self.take(idx)
 
     def trajectory_bounds(self) -> np.ndarray:
-        """Start row of each trajectory (runs of equal ``eps_id``), plus ``count`` at the end."""
+        """Start row of each trajectory (runs of equal ``eps_id`` and, where the batch
+        has it, equal ``agent_index``: two agents of one episode sharing a policy are
+        two trajectories), plus ``count`` at the end."""
         if self.count == 0:
             return np.zeros(1, dtype=np.int64)
         eps = self[self.EPS_ID]
-        starts = np.flatnonzero(eps[1:] != eps[:-1]) + 1
+        changed = eps[1:] != eps[:-1]
+        agents = dict.get(self, self.AGENT_INDEX)
+        if agents is not None:
+            changed |= agents[1:] != agents[:-1]
+        starts = np.flatnonzero(changed) + 1
         return np.concatenate(([0], starts, [self.count])).astype(np.int64)
 
     def split_by_episode(self) -> list[SampleBatch]:
-        """One batch per trajectory (a run of rows with the same ``eps_id``)."""
+        """One batch per trajectory (see ``trajectory_bounds``)."""
         bounds = self.trajectory_bounds()
         return [self.slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 

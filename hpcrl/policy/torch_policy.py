@@ -14,7 +14,7 @@ import torch
 from hpcrl.models import ActionDistribution, ModelCatalog, TorchModel, get_preprocessor
 from hpcrl.policy.adam import Adam
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY, LossOutput
-from hpcrl.policy.policy import ModelGradients, Policy
+from hpcrl.policy.policy import ModelGradients, Policy, stack_observations
 from hpcrl.policy.sample_batch import SampleBatch
 
 # Keys every torch policy understands, with their defaults. Algorithms add theirs.
@@ -390,7 +390,7 @@ class TorchPolicy(Policy):
 
     def _example_obs(self, n: int) -> Any:
         sample = self.observation_space.sample()
-        return _stack([sample] * n)
+        return stack_observations([sample] * n)
 
 
 class _TensorBatch(SampleBatch):
@@ -431,15 +431,6 @@ def _rows(value: Any, rows: np.ndarray) -> Any:
     if isinstance(value, dict):
         return {k: _rows(v, rows) for k, v in value.items()}
     return value[rows]
-
-
-def _stack(samples: list[Any]) -> Any:
-    first = samples[0]
-    if isinstance(first, dict):
-        return {k: _stack([s[k] for s in samples]) for k in first}
-    if isinstance(first, tuple):
-        return tuple(_stack([s[i] for s in samples]) for i in range(len(first)))
-    return np.stack([np.asarray(s) for s in samples])
 
 
 def _to_float(value: Any) -> Any:

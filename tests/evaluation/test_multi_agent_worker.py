@@ -267,3 +267,27 @@ def test_postprocessing_sees_the_other_agents_rows():
     worker.sample()
     assert seen[0] == {"a": ("p", 5), "b": ("q", 8), "c": ("p", 5)}
     worker.stop()
+
+
+def test_agents_sharing_a_policy_are_separate_trajectories_in_postprocessing():
+    from hpcrl.algorithms.a2c import A2CTorchPolicy
+
+    env_class = make_multi_agent("CartPole-v1")
+    worker = RolloutWorker(
+        lambda cfg: env_class({"num_agents": 3}),
+        A2CTorchPolicy,
+        {"num_envs_per_worker": 2, "rollout_fragment_length": 30, "seed": 1},
+    )
+    batch = worker.sample().policy_batches["default_policy"]
+    policy = worker.get_policy()
+    pieces = batch.split_by_episode()
+    # 2 copies x 3 agents at least, each one trajectory per episode it is in
+    assert len(pieces) >= 6
+    for piece in pieces:
+        assert len(set(piece[SampleBatch.AGENT_INDEX])) == 1
+        alone = SampleBatch(
+            {k: v.copy() for k, v in piece.items() if k not in ("advantages", "value_targets")}
+        )
+        policy.postprocess_trajectory(alone)
+        np.testing.assert_allclose(piece["advantages"], alone["advantages"], rtol=1e-5, atol=1e-5)
+    worker.stop()
