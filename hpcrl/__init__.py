@@ -24,6 +24,8 @@ _EXPORTS = {
     "register_env": "hpcrl.env.registry",
     "EnvContext": "hpcrl.env.registry",
     "MultiAgentEnv": "hpcrl.env.multi_agent_env",
+    "make_multi_agent": "hpcrl.env.multi_agent_env",
+    "PolicySpec": "hpcrl.evaluation.policy_specs",
     "LossOutput": "hpcrl.policy.loss_output",
     "RolloutWorker": "hpcrl.evaluation.rollout_worker",
     "WorkerSet": "hpcrl.evaluation.worker_set",

@@ -152,9 +152,16 @@ class Policy:
         """Add columns computed over whole trajectories (advantages, n-step...).
 
         ``sample_batch`` holds one or more trajectories back to back (runs of
-        equal ``eps_id``): a rollout worker hands over every trajectory of a
-        fragment in one call so that postprocessing is vectorised. Use
-        ``sample_batch.split_by_episode()`` to treat them one at a time.
+        equal ``eps_id`` and ``agent_index``): a rollout worker hands over every
+        trajectory of this policy in a fragment in one call so that
+        postprocessing is vectorised. Use ``sample_batch.split_by_episode()`` to
+        treat them one at a time.
+
+        On a multi-agent env, ``other_agent_batches`` maps every agent id of the
+        fragment to ``(policy_id, policy, SampleBatch of that agent's rows)``
+        (rows of all its episodes in the fragment; match them to yours by
+        ``eps_id`` and ``t``), e.g. for a centralised critic. ``episode`` is None:
+        the call covers many episodes.
         """
         return sample_batch
 
