@@ -20,8 +20,15 @@ ends when all have), ``--num-envs`` copies per worker. Even agents play policy
 Both count agent steps (rows). The two alternate; the table shows the median
 agent steps/s of each and the median of the per-repeat ratios.
 
+With ``--peers rllib`` (needs ``ray[rllib]``, in the ``bench`` extra) the same
+run also times RLlib's ``MultiAgentEnvRunner.sample()`` on its own
+``make_multi_agent("CartPole-v1")`` with the same copies, agents, fragment
+length, policies and MLP; it returns episodes, and leaves GAE to the learner,
+so it does less per row than hpcrl's ``sample()``.
+
 Example:
     python benchmarks/multiagent_sampling.py --num-envs 64 --num-agents 4 --repeats 7
+    python benchmarks/multiagent_sampling.py --repeats 5 --peers rllib
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ def parse_args() -> argparse.Namespace:
         "share the cores)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--peers", nargs="*", choices=["rllib"], default=[], help="peers timed in the same run"
+    )
     return parser.parse_args()
 
 
@@ -138,6 +148,43 @@ def bare_runner(args: argparse.Namespace) -> Callable[[], int]:
     return lambda: step(args.samples * args.fragment_length)
 
 
+def rllib_runner(args: argparse.Namespace) -> Callable[[], int]:
+    """RLlib's multi-agent env runner (new API stack) on the same work."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.env.multi_agent_env import make_multi_agent as rllib_make_multi_agent
+    from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+
+    config = (
+        PPOConfig()
+        .environment(
+            rllib_make_multi_agent("CartPole-v1"), env_config={"num_agents": args.num_agents}
+        )
+        .multi_agent(
+            policies={"even", "odd"},
+            policy_mapping_fn=lambda agent_id, episode, **kwargs: policy_of(agent_id),
+        )
+        .env_runners(
+            num_env_runners=0,
+            num_envs_per_env_runner=args.num_envs,
+            rollout_fragment_length=args.fragment_length,
+        )
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=args.hiddens))
+        .debugging(seed=args.seed)
+    )
+    runner = MultiAgentEnvRunner(config=config)
+    for _ in range(args.warmup):
+        runner.sample()
+
+    def run() -> int:
+        rows = 0
+        for _ in range(args.samples):
+            rows += sum(episode.agent_steps() for episode in runner.sample())
+        return rows
+
+    return run
+
+
 def rate(run: Callable[[], int], clock: Callable[[], float]) -> float:
     start = clock()
     steps = run()
@@ -158,19 +205,34 @@ def main() -> None:
         f"Python {platform.python_version()}, torch {torch.__version__}, "
         f"gymnasium {gym.__version__}, numpy {np.__version__}"
     )
-    hpcrl_run, bare_run = hpcrl_runner(args), bare_runner(args)
-    hpcrl_rates, bare_rates = [], []
+    runs = {"hpcrl": hpcrl_runner(args), "bare": bare_runner(args)}
+    if "rllib" in args.peers:
+        try:
+            runs["rllib"] = rllib_runner(args)
+        except ImportError as err:
+            print(f"RLlib not run: {err} (pip install 'ray[rllib]')")
+    rates: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):
-        hpcrl_rates.append(rate(hpcrl_run, clock))
-        bare_rates.append(rate(bare_run, clock))
-    ratio = statistics.median(h / b for h, b in zip(hpcrl_rates, bare_rates))
+        for name, run in runs.items():  # alternating, so load changes hit all alike
+            rates[name].append(rate(run, clock))
+    ratio = statistics.median(h / b for h, b in zip(rates["hpcrl"], rates["bare"]))
     result = "PASS" if ratio >= args.target else "FAIL"
     print(f"{'hpcrl agent steps/s':>20}  {'bare agent steps/s':>19}  {'ratio':>6}  result")
     print(
-        f"{statistics.median(hpcrl_rates):>20,.0f}  {statistics.median(bare_rates):>19,.0f}  "
+        f"{statistics.median(rates['hpcrl']):>20,.0f}  "
+        f"{statistics.median(rates['bare']):>19,.0f}  "
         f"{ratio:>6.1%}  {result} (target {args.target:.0%})",
         flush=True,
     )
+    if "rllib" in rates:
+        import ray
+
+        rllib = statistics.median(rates["rllib"])
+        speedup = statistics.median(h / r for h, r in zip(rates["hpcrl"], rates["rllib"]))
+        print(
+            f"RLlib {ray.__version__} MultiAgentEnvRunner.sample(): {rllib:,.0f} agent steps/s; "
+            f"hpcrl is {speedup:.1f}x as fast"
+        )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from hpcrl.env.multi_agent_env import ALL_AGENTS, MultiAgentEnv
+from hpcrl.evaluation.sampler import NO_INFO
 from hpcrl.policy.policy import Policy, stack_observations
 from hpcrl.policy.sample_batch import MultiAgentBatch, SampleBatch
 
@@ -129,7 +130,7 @@ class _PolicyRows:
         columns[SampleBatch.REWARDS] = self.rewards[:n].astype(np.float32)
         columns[SampleBatch.TERMINATEDS] = self.terminated[:n].copy()
         columns[SampleBatch.TRUNCATEDS] = self.truncated[:n].copy()
-        infos = np.full(n, _NO_INFO, dtype=object)
+        infos = np.full(n, NO_INFO, dtype=object)
         for row, info in self.infos.items():
             infos[row] = info
         columns[SampleBatch.INFOS] = infos
@@ -188,18 +189,6 @@ class _PolicyRows:
                 getattr(self, name)[:n] = values
         self.final_obs = {int(r): o for r, o in zip(state["final_rows"], state["final_obs"])}
         self.infos = {int(r): i for r, i in zip(state["info_rows"], state["infos"])}
-
-
-class _NoInfo(dict):
-    """The info of a row whose env gave none (shared, read-only)."""
-
-    def _read_only(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("this row has no env info; the empty info dict is read-only")
-
-    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only
-
-
-_NO_INFO = _NoInfo()
 
 
 class MultiAgentSampler:
