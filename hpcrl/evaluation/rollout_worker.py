@@ -428,7 +428,7 @@ class RolloutWorker:
                 f"policy_state={policy_state!r}; expected 'full', 'no_weights' or 'none'"
             )
         sampler = self._sampler
-        started = sampler is not None and (sampler.started if not self.multi_agent else True)
+        started = sampler is not None and sampler.started
         state: dict[str, Any] = {
             "steps_sampled": self._steps_sampled,
             "next_eps_id": sampler.next_episode_id if sampler is not None else self._next_eps_id,
