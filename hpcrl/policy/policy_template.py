@@ -18,6 +18,7 @@ def build_torch_policy(
     postprocess_fn: Callable[..., Any] | None = None,
     extra_action_out_fn: Callable[..., dict[str, Any]] | None = None,
     extra_grad_process_fn: Callable[..., dict[str, Any]] | None = None,
+    extra_learn_fetches_fn: Callable[..., dict[str, Any]] | None = None,
     optimizer_fn: Callable[..., Any] | None = None,
     make_model: Callable[..., Any] | None = None,
     action_sampler_fn: Callable[..., Any] | None = None,
@@ -40,6 +41,9 @@ def build_torch_policy(
     - ``extra_action_out_fn(policy, input_dict, state_batches, model, action_dist)
       -> dict`` of per-row tensors stored as batch columns.
     - ``extra_grad_process_fn(policy, optimizer, loss) -> dict``: after backward.
+    - ``extra_learn_fetches_fn(policy) -> dict`` of per-row tensors after the loss
+      (e.g. TD errors the loss kept on the policy), returned by ``learn_on_batch``
+      like ``LossOutput.per_row``.
     - ``optimizer_fn(policy, config) -> torch optimizer``.
     - ``make_model(policy, obs_space, action_space, config) -> TorchModel``.
     - ``action_sampler_fn(policy, model, input_dict, state, explore, timestep)
@@ -90,6 +94,8 @@ def build_torch_policy(
         namespace["extra_action_out"] = extra_action_out_fn
     if extra_grad_process_fn is not None:
         namespace["extra_grad_process"] = extra_grad_process_fn
+    if extra_learn_fetches_fn is not None:
+        namespace["extra_learn_fetches"] = lambda self: extra_learn_fetches_fn(self)
     if optimizer_fn is not None:
         namespace["optimizer"] = lambda self: optimizer_fn(self, self.config)
     if make_model is not None:

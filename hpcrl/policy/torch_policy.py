@@ -35,7 +35,7 @@ class TorchPolicy(Policy):
 
     The hooks (each a method, each with a working default except ``loss``):
     ``make_model``, ``optimizer``, ``loss``, ``stats``, ``extra_action_out``,
-    ``extra_grad_process``, ``postprocess_trajectory``, and optionally
+    ``extra_grad_process``, ``extra_learn_fetches``, ``postprocess_trajectory``, and optionally
     ``action_distribution_fn`` / ``action_sampler_fn`` to replace the default
     "model forward, then sample the action distribution". ``build_torch_policy``
     makes such a subclass from plain functions.
@@ -119,6 +119,12 @@ class TorchPolicy(Policy):
 
     def stats(self, train_batch: SampleBatch) -> dict[str, Any]:
         """Learner stats after a loss, besides the loss's named terms (none by default)."""
+        return {}
+
+    def extra_learn_fetches(self) -> dict[str, Any]:
+        """Per-row outputs of the last loss, besides its ``LossOutput.per_row`` (none by
+        default): RLlib's ``extra_learn_fetches_fn``, for a loss that keeps them on the
+        policy (e.g. ``policy.td_error``) and returns only its scalar."""
         return {}
 
     # -- acting ----------------------------------------------------------
@@ -292,7 +298,7 @@ class TorchPolicy(Policy):
         stats.update(self.stats(tensors))
         stats.update(info)
         result: dict[str, Any] = {LEARNER_STATS_KEY: stats}
-        for key, value in loss.per_row.items():
+        for key, value in {**loss.per_row, **self.extra_learn_fetches()}.items():
             result[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
         return result
 

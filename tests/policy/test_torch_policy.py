@@ -9,6 +9,7 @@ from hpcrl.algorithms.a2c import A2CTorchPolicy
 from hpcrl.algorithms.pg import PGTorchPolicy, pg_loss, postprocess_returns
 from hpcrl.evaluation.rollout_worker import RolloutWorker
 from hpcrl.models import Categorical, ModelCatalog
+from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 
 OBS = gym.spaces.Box(-1, 1, (4,), np.float32)
@@ -190,3 +191,26 @@ def test_multidiscrete_and_box_actions_through_a_worker():
         assert actions.shape == (5, 2)
         logp = policy.compute_log_likelihoods(actions, obs_batch())
         np.testing.assert_allclose(logp, extra["action_logp"], rtol=1e-4, atol=1e-5)
+
+
+def test_per_row_outputs_of_a_loss_come_back_from_learn_on_batch():
+    def loss_keeping_row_errors(policy, model, dist_class, batch):
+        out = pg_loss(policy, model, dist_class, batch)
+        # RLlib's way: the loss keeps a per-row tensor on the policy ...
+        policy.td_error = batch["advantages"] * 2
+        # ... hpcrl's way: the loss returns it
+        return LossOutput(out.total, out.terms, per_row={"row_loss": batch["advantages"] + 1})
+
+    Fetching = build_torch_policy(
+        "Fetching",
+        loss_fn=loss_keeping_row_errors,
+        postprocess_fn=postprocess_returns,
+        extra_learn_fetches_fn=lambda policy: {"td_error": policy.td_error},
+    )
+    policy = Fetching(OBS, ACT, CONFIG)
+    batch = batch_from(policy, 8)
+    result = policy.learn_on_batch(batch)
+    np.testing.assert_allclose(result["td_error"], batch["advantages"] * 2)
+    np.testing.assert_allclose(result["row_loss"], batch["advantages"] + 1)
+    _, from_gradients = policy.compute_gradients(batch)
+    assert sorted(from_gradients) == ["learner_stats", "row_loss", "td_error"]
