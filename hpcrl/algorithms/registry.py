@@ -13,6 +13,8 @@ ALGORITHMS: dict[str, str] = {
     "A3C": "hpcrl.algorithms.a3c:A3CTrainer",
     "PPO": "hpcrl.algorithms.ppo:PPOTrainer",
     "BC": "hpcrl.algorithms.bc:BCTrainer",
+    "DQN": "hpcrl.algorithms.dqn:DQNTrainer",
+    "SimpleQ": "hpcrl.algorithms.dqn:SimpleQTrainer",
 }
 
 

@@ -58,11 +58,13 @@ def config_for(algo: str, address: str, **extra) -> dict:
         config.update(train_batch_size=128, sgd_minibatch_size=64, num_sgd_iter=2)
     if algo == "A3C":
         config.update(grads_per_step=6)
+    if algo == "DQN":
+        config.update(learning_starts=64, timesteps_per_iteration=128, buffer_size=500)
     config.update(extra)
     return config
 
 
-@pytest.mark.parametrize("algo", ["PPO", "A3C", "PG", "A2C"])
+@pytest.mark.parametrize("algo", ["PPO", "A3C", "PG", "A2C", "DQN"])
 def test_algorithms_train_on_dask(algo, dask_cluster):
     config = config_for(algo, dask_cluster.scheduler_address)
     trainer = get_trainer_class(algo)(config, "CartPole-v1")
@@ -73,7 +75,8 @@ def test_algorithms_train_on_dask(algo, dask_cluster):
             result = trainer.train()
         assert result["training_iteration"] == 2 and result["timesteps_total"] > 0
         assert result["num_healthy_workers"] == 2 and result["num_worker_restarts"] == 0
-        assert np.isfinite(result["info"]["learner"]["default_policy"]["policy_loss"])
+        stats = result["info"]["learner"]["default_policy"]
+        assert np.isfinite(stats["mean_td_error" if algo == "DQN" else "policy_loss"])
     finally:
         trainer.stop()
 

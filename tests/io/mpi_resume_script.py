@@ -4,7 +4,8 @@ Usage: python mpi_resume_script.py first DIR    train 2 iterations, save, train 
                                                 write the weights to DIR/straight.npz
        python mpi_resume_script.py second DIR   restore the checkpoint, train 2 iterations,
                                                 write the weights to DIR/resumed.npz
-Both record the workers' batches to DIR/batches.
+Both record the workers' batches to DIR/batches. With a third argument DQN, the run
+is DQN (its replay buffer in the checkpoint) and records nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 
 import numpy as np
 
+from hpcrl.algorithms.dqn import DQNTrainer
 from hpcrl.algorithms.ppo import PPOTrainer
 
 
@@ -31,7 +33,22 @@ def main() -> None:
         "seed": 4,
         "output": os.path.join(directory, "batches"),
     }
-    trainer = PPOTrainer(config, env="CartPole-v1")  # worker ranks serve inside
+    trainer_class = PPOTrainer
+    if len(sys.argv) > 3 and sys.argv[3] == "DQN":
+        trainer_class = DQNTrainer
+        config = {
+            "backend": "mpi",
+            "num_workers": 2,
+            "model": {"fcnet_hiddens": [16], "fcnet_activation": "relu"},
+            "hiddens": [16],
+            "n_step": 3,
+            "learning_starts": 100,
+            "buffer_size": 1000,
+            "timesteps_per_iteration": 200,
+            "target_network_update_freq": 100,
+            "seed": 4,
+        }
+    trainer = trainer_class(config, env="CartPole-v1")  # worker ranks serve inside
     if mode == "first":
         trainer.train()
         trainer.train()

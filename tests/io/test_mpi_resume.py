@@ -21,10 +21,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def mpiexec(mode: str, directory: Path) -> None:
+def mpiexec(mode: str, directory: Path, *extra: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [MPIEXEC, "-n", "3", sys.executable, str(SCRIPT), mode, str(directory)],
+        [MPIEXEC, "-n", "3", sys.executable, str(SCRIPT), mode, str(directory), *extra],
         capture_output=True,
         text=True,
         timeout=300,
@@ -48,3 +48,11 @@ def test_checkpoint_restored_in_a_new_mpi_job_continues_exactly(tmp_path):
             recorded.append((int(f.attrs["worker_index"]), f["index"].shape[0]))
     # one batch per rank and iteration: 4 in the first job, 2 in the second
     assert sorted(recorded) == [(1, 2), (1, 4), (2, 2), (2, 4)]
+
+
+def test_dqn_with_its_replay_buffer_continues_exactly_in_a_new_mpi_job(tmp_path):
+    mpiexec("first", tmp_path, "DQN")
+    mpiexec("second", tmp_path, "DQN")
+    straight, resumed = np.load(tmp_path / "straight.npz"), np.load(tmp_path / "resumed.npz")
+    for name in straight.files:
+        np.testing.assert_array_equal(straight[name], resumed[name], err_msg=name)
