@@ -107,7 +107,7 @@ COMMON_CONFIG: dict[str, Any] = {
 }
 
 # Keys whose value may be of any type (free-form or several allowed types).
-_ANY_TYPE = {"env", "env_config", "seed", "grad_clip"}
+_ANY_TYPE = {"env", "env_config", "seed", "grad_clip", "target_entropy"}
 # Keys that must be an int when given (their default None means "decide for me").
 _INT_OR_NONE = {"num_workers", "num_torch_threads", "keep_checkpoints_num"}
 # Smallest allowed values (checked when the config is made, not when first used).

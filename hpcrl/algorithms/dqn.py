@@ -155,7 +155,7 @@ def make_q_models(policy, obs_space: gym.Space, action_space: gym.Space, config)
     if not isinstance(action_space, gym.spaces.Discrete):
         raise ValueError(
             f"DQN and SimpleQ need a Discrete action space, got {action_space}; for this "
-            "space use PPO, A2C or PG"
+            "space use SAC, TD3, DDPG or PPO"
         )
     model = _TorchModelView(QModel(obs_space, action_space, config), obs_space, action_space)
     policy.target_model = _TorchModelView(

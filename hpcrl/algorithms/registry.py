@@ -15,6 +15,9 @@ ALGORITHMS: dict[str, str] = {
     "BC": "hpcrl.algorithms.bc:BCTrainer",
     "DQN": "hpcrl.algorithms.dqn:DQNTrainer",
     "SimpleQ": "hpcrl.algorithms.dqn:SimpleQTrainer",
+    "SAC": "hpcrl.algorithms.sac:SACTrainer",
+    "DDPG": "hpcrl.algorithms.ddpg:DDPGTrainer",
+    "TD3": "hpcrl.algorithms.ddpg:TD3Trainer",
 }
 
 

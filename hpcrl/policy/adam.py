@@ -5,14 +5,16 @@ torch's own optimizers import ``torch._dynamo`` the first time one is built
 process would pay at start. This class has the same update as
 ``torch.optim.Adam`` (no weight decay, no amsgrad) and the part of the torch
 optimizer interface that hpcrl uses: ``param_groups`` (with ``"lr"``),
-``zero_grad``, ``step``, ``state_dict`` and ``load_state_dict``. A policy may
-still return any torch optimizer from its ``optimizer()`` hook.
+``zero_grad``, ``step``, ``state_dict`` and ``load_state_dict``. ``GroupedAdam``
+gives parameter groups their own learning rates (actor, critics, temperature of
+the actor-critic algorithms). A policy may still return any torch optimizer from
+its ``optimizer()`` hook.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -106,3 +108,45 @@ class Adam:
             self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]
         ):
             target.copy_(torch.as_tensor(source))
+
+
+class GroupedAdam:
+    """hpcrl's ``Adam`` over groups of parameters, each with its own learning rate.
+
+    The optimizer interface TorchPolicy uses (``param_groups``, ``zero_grad``,
+    ``step``, ``state_dict``, ``load_state_dict``). A parameter whose ``grad``
+    is None at a step is not touched, its moments included.
+
+    Example:
+        >>> actor, critic = torch.nn.Linear(2, 1), torch.nn.Linear(3, 1)
+        >>> opt = GroupedAdam([(actor.parameters(), 1e-4), (critic.parameters(), 1e-3)])
+        >>> [group["lr"] for group in opt.param_groups]
+        [0.0001, 0.001]
+    """
+
+    def __init__(
+        self, groups: Sequence[tuple[Iterable[torch.nn.Parameter], float]], eps: float = 1e-8
+    ) -> None:
+        self.optimizers = [Adam(params, lr=lr, eps=eps) for params, lr in groups]
+        # The groups' own dicts: setting a group's "lr" here sets its optimizer's.
+        self.param_groups = [opt.param_groups[0] for opt in self.optimizers]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"groups": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["groups"]) != len(self.optimizers):
+            raise ValueError(
+                f"optimizer state has {len(state['groups'])} parameter groups, this "
+                f"optimizer {len(self.optimizers)}"
+            )
+        for opt, group_state in zip(self.optimizers, state["groups"]):
+            opt.load_state_dict(group_state)

@@ -113,13 +113,22 @@ class TorchPolicy(Policy):
     ) -> dict[str, Any]:
         """Called between ``backward`` and the optimizer step; clips by ``grad_clip``."""
         if self.config.get("grad_clip"):
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config["grad_clip"])
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.learned_parameters(), self.config["grad_clip"]
+            )
             return {"grad_gnorm": float(norm)}
         return {}
 
     def stats(self, train_batch: SampleBatch) -> dict[str, Any]:
         """Learner stats after a loss, besides the loss's named terms (none by default)."""
         return {}
+
+    def learned_parameters(self) -> list[torch.nn.Parameter]:
+        """Every parameter the optimizer updates, in a fixed order: what gradient
+        clipping, a data-parallel all-reduce, ``compute_gradients`` and
+        ``apply_gradients`` cover. The model's by default; a policy with networks
+        beside its model (critics, a temperature) returns those too."""
+        return list(self.model.parameters())
 
     def extra_learn_fetches(self) -> dict[str, Any]:
         """Per-row outputs of the last loss, besides its ``LossOutput.per_row`` (none by
@@ -258,7 +267,7 @@ class TorchPolicy(Policy):
         self._optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         if reduce_gradients is not None:
-            reduce_gradients(list(self.model.parameters()))
+            reduce_gradients(self.learned_parameters())
         info = self.extra_grad_process(self._optimizer, loss.total)
         self._optimizer.step()
         return self._learn_result(loss, tensors, info)
@@ -270,12 +279,12 @@ class TorchPolicy(Policy):
         info = self.extra_grad_process(self._optimizer, loss.total)
         grads = [
             None if p.grad is None else p.grad.detach().cpu().numpy()
-            for p in self.model.parameters()
+            for p in self.learned_parameters()
         ]
         return grads, self._learn_result(loss, tensors, info)
 
     def apply_gradients(self, gradients: ModelGradients) -> None:
-        params = list(self.model.parameters())
+        params = self.learned_parameters()
         if len(gradients) != len(params):
             raise ValueError(
                 f"got {len(gradients)} gradient arrays for a model with {len(params)} parameters"

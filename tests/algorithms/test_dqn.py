@@ -125,7 +125,7 @@ def test_epsilon_greedy_explores_then_acts_greedily():
 
 
 def test_dqn_refuses_continuous_actions_naming_the_space():
-    with pytest.raises(ValueError, match=r"Discrete action space, got Box.*PPO, A2C or PG"):
+    with pytest.raises(ValueError, match=r"Discrete action space, got Box.*SAC, TD3, DDPG or PPO"):
         DQNTorchPolicy(OBS, gym.spaces.Box(-1, 1, (1,)), {})
 
 
