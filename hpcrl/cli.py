@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--run", help="algorithm: PG, A2C, A3C, PPO, BC")
+    train.add_argument(
+        "--run", help="algorithm: PG, A2C, A3C, PPO, BC, DQN, SimpleQ, SAC, TD3, DDPG"
+    )
     train.add_argument(
         "--env",
         help="gymnasium id (CartPole-v1), module:EnvId (imports module first), "
