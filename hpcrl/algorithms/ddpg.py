@@ -51,7 +51,7 @@ from torch import nn
 from torch.func import functional_call
 
 from hpcrl.algorithms.config import with_common_config
-from hpcrl.algorithms.dqn import make_replay_optimizer, postprocess_n_step
+from hpcrl.algorithms.dqn import REPLAY_DEFAULTS, make_replay_optimizer, postprocess_n_step
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.n_step import N_STEPS
 from hpcrl.models import TorchModel, get_preprocessor
@@ -118,18 +118,9 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
         # --- exploration: "GaussianNoise" or "OrnsteinUhlenbeckNoise", keys in
         # NOISE_DEFAULTS (keys left out take the defaults of that type) ---
         "exploration_config": dict(NOISE_DEFAULTS[ORNSTEIN_UHLENBECK]),
-        # --- replay (the keys of DQN's SyncReplayOptimizer) ---
-        "buffer_size": 50_000,
+        # --- replay (the keys of DQN's SyncReplayOptimizer, REPLAY_DEFAULTS) ---
+        **REPLAY_DEFAULTS,
         "prioritized_replay": True,
-        "prioritized_replay_alpha": 0.6,
-        "prioritized_replay_beta": 0.4,
-        "final_prioritized_replay_beta": 0.4,
-        "prioritized_replay_beta_annealing_timesteps": 20_000,
-        "prioritized_replay_eps": 1e-6,
-        "learning_starts": 1500,
-        # Rows trained per row sampled (None: one train batch per sampling round).
-        "training_intensity": None,
-        "store_buffer_in_checkpoints": True,
         # --- learning ---
         # Adam learning rates of the actor and of the critics (the common "lr" is not used).
         "actor_lr": 1e-3,

@@ -48,6 +48,30 @@ from hpcrl.replay import WEIGHTS
 
 Q_VALUES = "q_values"
 
+# The keys of make_replay_optimizer (SyncReplayOptimizer), shared by the replay
+# algorithms (DQN, SimpleQ, SAC, TD3, DDPG), each of which may change the values.
+REPLAY_DEFAULTS: dict[str, Any] = {
+    # Rows each policy's replay buffer holds.
+    "buffer_size": 50_000,
+    # Prioritised replay (False: uniform).
+    "prioritized_replay": False,
+    "prioritized_replay_alpha": 0.6,
+    "prioritized_replay_beta": 0.4,
+    "final_prioritized_replay_beta": 0.4,
+    "prioritized_replay_beta_annealing_timesteps": 20_000,
+    "prioritized_replay_eps": 1e-6,
+    # Steps sampled before learning starts.
+    "learning_starts": 1500,
+    # Rows trained per row sampled (None: one train batch per sampling round).
+    "training_intensity": None,
+    # Keep the replay buffers in checkpoints (exact resume; can be large).
+    "store_buffer_in_checkpoints": True,
+    # Sampled steps between target network updates (0: after every round).
+    "target_network_update_freq": 0,
+    # Target update: target = tau * online + (1 - tau) * target (1.0: a copy).
+    "tau": 5e-3,
+}
+
 DEFAULT_CONFIG: dict[str, Any] = with_common_config(
     {
         # --- model ---
@@ -67,26 +91,12 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
             "final_epsilon": 0.02,
             "epsilon_timesteps": 10_000,
         },
-        # --- replay ---
-        # Rows each policy's replay buffer holds.
-        "buffer_size": 50_000,
-        # Prioritised replay (False: uniform).
+        # --- replay (REPLAY_DEFAULTS) ---
+        **REPLAY_DEFAULTS,
         "prioritized_replay": True,
-        "prioritized_replay_alpha": 0.6,
-        "prioritized_replay_beta": 0.4,
-        "final_prioritized_replay_beta": 0.4,
-        "prioritized_replay_beta_annealing_timesteps": 20_000,
-        "prioritized_replay_eps": 1e-6,
-        # Steps sampled before learning starts.
         "learning_starts": 1000,
-        # Rows trained per row sampled (None: one train batch per sampling round).
-        "training_intensity": None,
-        # Keep the replay buffers in checkpoints (exact resume; can be large).
-        "store_buffer_in_checkpoints": True,
         # --- learning ---
-        # Sampled steps between target network updates.
         "target_network_update_freq": 500,
-        # Target update: target = tau * online + (1 - tau) * target (1.0: a copy).
         "tau": 1.0,
         "lr": 5e-4,
         "adam_epsilon": 1e-8,

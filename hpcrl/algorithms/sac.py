@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from hpcrl.algorithms.config import with_common_config
-from hpcrl.algorithms.dqn import make_replay_optimizer, postprocess_n_step
+from hpcrl.algorithms.dqn import REPLAY_DEFAULTS, make_replay_optimizer, postprocess_n_step
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.n_step import N_STEPS
 from hpcrl.models import ActionDistribution, Categorical, TorchModel, get_preprocessor
@@ -81,10 +81,6 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
             "critic_learning_rate": 3e-4,
             "entropy_learning_rate": 3e-4,
         },
-        # Target critics: target = tau * critic + (1 - tau) * target...
-        "tau": 5e-3,
-        # ...every this many sampled steps (0: after every round of sampling).
-        "target_network_update_freq": 0,
         # n-step returns (1: one-step TD targets).
         "n_step": 1,
         # Clip the gradient norm of each parameter group (actor, critics, alpha) to
@@ -93,22 +89,10 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
         "train_batch_size": 256,
         "rollout_fragment_length": 1,
         "timesteps_per_iteration": 100,
-        # --- replay (the keys of DQN's SyncReplayOptimizer) ---
-        # Rows each policy's replay buffer holds.
+        # --- replay (the keys of DQN's SyncReplayOptimizer, REPLAY_DEFAULTS) ---
+        # (target critics: tau 5e-3, updated after every round of sampling)
+        **REPLAY_DEFAULTS,
         "buffer_size": 1_000_000,
-        # Prioritised replay (False: uniform).
-        "prioritized_replay": False,
-        "prioritized_replay_alpha": 0.6,
-        "prioritized_replay_beta": 0.4,
-        "final_prioritized_replay_beta": 0.4,
-        "prioritized_replay_beta_annealing_timesteps": 20_000,
-        "prioritized_replay_eps": 1e-6,
-        # Steps sampled before learning starts.
-        "learning_starts": 1500,
-        # Rows trained per row sampled (None: one train batch per sampling round).
-        "training_intensity": None,
-        # Keep the replay buffers in checkpoints (exact resume; can be large).
-        "store_buffer_in_checkpoints": True,
     }
 )
 
