@@ -189,3 +189,25 @@ def test_evaluate_plays_a_checkpoint(tmp_path, capsys):
     assert "episode 2: return" in out and "mean return" in out and "over 3 episodes" in out
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "is not a checkpoint directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("algo", "env", "config"),
+    [
+        ("DQN", "CartPole-v1", {"learning_starts": 50, "timesteps_per_iteration": 100}),
+        ("SAC", "Pendulum-v1", {"learning_starts": 50, "timesteps_per_iteration": 100}),
+        ("TD3", "Pendulum-v1", {"learning_starts": 50, "timesteps_per_iteration": 100}),
+    ],
+)
+def test_evaluate_plays_replay_algorithms_without_exploration(algo, env, config, tmp_path, capsys):
+    from hpcrl.algorithms.registry import get_trainer_class
+
+    with get_trainer_class(algo)({**config, "seed": 0}, env=env) as trainer:
+        trainer.train()
+        checkpoint = trainer.save(str(tmp_path))
+    assert main(["evaluate", checkpoint, "--episodes", "2", "--seed", "1"]) == 0
+    first = capsys.readouterr().out
+    assert "over 2 episodes" in first
+    # greedy actions and seeded envs: the same episodes again
+    assert main(["evaluate", checkpoint, "--episodes", "2", "--seed", "1"]) == 0
+    assert capsys.readouterr().out == first
