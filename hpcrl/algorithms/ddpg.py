@@ -51,7 +51,12 @@ from torch import nn
 from torch.func import functional_call
 
 from hpcrl.algorithms.config import with_common_config
-from hpcrl.algorithms.dqn import REPLAY_DEFAULTS, make_replay_optimizer, postprocess_n_step
+from hpcrl.algorithms.dqn import (
+    REPLAY_DEFAULTS,
+    check_replay_config,
+    make_replay_optimizer,
+    postprocess_n_step,
+)
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.n_step import N_STEPS
 from hpcrl.models import TorchModel, get_preprocessor
@@ -62,6 +67,7 @@ from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 from hpcrl.policy.schedules import PiecewiseSchedule
+from hpcrl.policy.torch_policy import to_numpy, to_torch
 from hpcrl.replay import WEIGHTS
 
 GAUSSIAN = "GaussianNoise"
@@ -453,16 +459,14 @@ class ActorCriticMixin:
                 f"weights do not match the actor: missing {sorted(expected - set(weights))}, "
                 f"unexpected {sorted(set(weights) - expected)}"
             )
-        self.model.load_state_dict(
-            {k: torch.as_tensor(v) for k, v in weights.items()}, strict=False
-        )
+        self.model.load_state_dict(to_torch(weights), strict=False)
 
     def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
         state = super().get_state(include_optimizer)
-        state["critic_weights"] = _numpy_state(
+        state["critic_weights"] = to_numpy(
             {k: v for k, v in self.model.state_dict().items() if not k.startswith("actor.")}
         )
-        state["target_weights"] = _numpy_state(self.target_model.state_dict())
+        state["target_weights"] = to_numpy(self.target_model.state_dict())
         state["learner_steps"] = self.learner_steps
         state["last_actor_loss"] = self.last_actor_loss
         state["exploration_timestep"] = self.exploration_timestep
@@ -474,12 +478,9 @@ class ActorCriticMixin:
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         if "critic_weights" in state:
-            critics = {k: torch.as_tensor(v) for k, v in state["critic_weights"].items()}
-            self.model.load_state_dict(critics, strict=False)
+            self.model.load_state_dict(to_torch(state["critic_weights"]), strict=False)
         if "target_weights" in state:
-            self.target_model.load_state_dict(
-                {k: torch.as_tensor(v) for k, v in state["target_weights"].items()}
-            )
+            self.target_model.load_state_dict(to_torch(state["target_weights"]))
         self.learner_steps = int(state.get("learner_steps", self.learner_steps))
         self.last_actor_loss = float(state.get("last_actor_loss", self.last_actor_loss))
         self.exploration_timestep = int(
@@ -488,10 +489,6 @@ class ActorCriticMixin:
         if "ou_state" in state:
             ou_state = np.array(state["ou_state"], dtype=np.float32)
             self.ou_state = torch.as_tensor(ou_state, device=self.device) if ou_state.size else None
-
-
-def _numpy_state(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in tensors.items()}
 
 
 def resolve_exploration(given: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
@@ -560,12 +557,9 @@ def config_validator(defaults: dict[str, Any]) -> Callable[[dict[str, Any]], Non
 
     def validate_config(config: dict[str, Any]) -> None:
         resolve_exploration(config["exploration_config"], defaults["exploration_config"])
-        if config["n_step"] < 1:
-            raise ValueError(f"n_step must be >= 1, got {config['n_step']}")
+        check_replay_config(config)
         if config["policy_delay"] < 1:
             raise ValueError(f"policy_delay must be >= 1, got {config['policy_delay']}")
-        if not 0 < config["tau"] <= 1:
-            raise ValueError(f"tau must be in (0, 1], got {config['tau']}")
         for key in ("target_noise", "target_noise_clip", "l2_reg"):
             if config[key] < 0:
                 raise ValueError(f"{key} must be >= 0, got {config[key]}")

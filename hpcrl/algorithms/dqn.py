@@ -44,6 +44,7 @@ from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 from hpcrl.policy.schedules import PiecewiseSchedule
+from hpcrl.policy.torch_policy import to_numpy, to_torch
 from hpcrl.replay import WEIGHTS
 
 Q_VALUES = "q_values"
@@ -256,17 +257,13 @@ class TargetNetworkMixin:
 
     def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
         state = super().get_state(include_optimizer)
-        state["target_weights"] = {
-            k: v.detach().cpu().numpy().copy() for k, v in self.target_model.state_dict().items()
-        }
+        state["target_weights"] = to_numpy(self.target_model.state_dict())
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         if "target_weights" in state:
-            self.target_model.load_state_dict(
-                {k: torch.as_tensor(v) for k, v in state["target_weights"].items()}
-            )
+            self.target_model.load_state_dict(to_torch(state["target_weights"]))
 
 
 def setup_dqn(policy, obs_space, action_space, config) -> None:
@@ -331,6 +328,11 @@ def validate_config(config: dict[str, Any]) -> None:
             f"unknown exploration_config keys {sorted(unknown)}; DQN's epsilon-greedy takes "
             f"{sorted(DEFAULT_CONFIG['exploration_config'])}"
         )
+    check_replay_config(config)
+
+
+def check_replay_config(config: dict[str, Any]) -> None:
+    """The checks every replay algorithm makes: ``n_step`` >= 1, ``tau`` in (0, 1]."""
     if config["n_step"] < 1:
         raise ValueError(f"n_step must be >= 1, got {config['n_step']}")
     if not 0 < config["tau"] <= 1:

@@ -44,7 +44,12 @@ import torch
 from torch import nn
 
 from hpcrl.algorithms.config import with_common_config
-from hpcrl.algorithms.dqn import REPLAY_DEFAULTS, make_replay_optimizer, postprocess_n_step
+from hpcrl.algorithms.dqn import (
+    REPLAY_DEFAULTS,
+    check_replay_config,
+    make_replay_optimizer,
+    postprocess_n_step,
+)
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.n_step import N_STEPS
 from hpcrl.models import ActionDistribution, Categorical, TorchModel, get_preprocessor
@@ -54,6 +59,7 @@ from hpcrl.policy.adam import GroupedAdam
 from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
+from hpcrl.policy.torch_policy import to_numpy, to_torch
 from hpcrl.replay import WEIGHTS
 
 DEFAULT_CONFIG: dict[str, Any] = with_common_config(
@@ -489,17 +495,17 @@ class SACMixin:
 
     def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
         state = super().get_state(include_optimizer)
-        state["critic_weights"] = _numpy_state(self.critics)
-        state["target_critic_weights"] = _numpy_state(self.target_critics)
+        state["critic_weights"] = to_numpy(self.critics.state_dict())
+        state["target_critic_weights"] = to_numpy(self.target_critics.state_dict())
         state["log_alpha"] = self.log_alpha.detach().cpu().numpy().copy()
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         if "critic_weights" in state:
-            self.critics.load_state_dict(_torch_state(state["critic_weights"]))
+            self.critics.load_state_dict(to_torch(state["critic_weights"]))
         if "target_critic_weights" in state:
-            self.target_critics.load_state_dict(_torch_state(state["target_critic_weights"]))
+            self.target_critics.load_state_dict(to_torch(state["target_critic_weights"]))
         if "log_alpha" in state:
             with torch.no_grad():
                 self.log_alpha.copy_(torch.as_tensor(state["log_alpha"]))
@@ -518,14 +524,6 @@ class SACMixin:
             norm = nn.utils.clip_grad_norm_(group["params"], self.config["grad_clip"])
             info[f"{name}_grad_gnorm"] = float(norm)
         return info
-
-
-def _numpy_state(module: nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
-
-
-def _torch_state(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(v) for k, v in weights.items()}
 
 
 SACTorchPolicy = build_torch_policy(
@@ -554,10 +552,7 @@ def validate_config(config: dict[str, Any]) -> None:
         raise ValueError(f"target_entropy must be a number or 'auto', got {target_entropy!r}")
     if config["initial_alpha"] <= 0:
         raise ValueError(f"initial_alpha must be > 0, got {config['initial_alpha']}")
-    if config["n_step"] < 1:
-        raise ValueError(f"n_step must be >= 1, got {config['n_step']}")
-    if not 0 < config["tau"] <= 1:
-        raise ValueError(f"tau must be in (0, 1], got {config['tau']}")
+    check_replay_config(config)
 
 
 SACTrainer = build_trainer(

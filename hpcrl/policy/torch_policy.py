@@ -327,7 +327,7 @@ class TorchPolicy(Policy):
     def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
         state = super().get_state()
         if include_optimizer:
-            state["optimizer_state"] = _to_numpy(self._optimizer.state_dict())
+            state["optimizer_state"] = to_numpy(self._optimizer.state_dict())
         state["cur_lr"] = self.cur_lr
         state["torch_generator"] = self.torch_generator.get_state().numpy()
         return state
@@ -335,7 +335,7 @@ class TorchPolicy(Policy):
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         if "optimizer_state" in state:
-            self._optimizer.load_state_dict(_to_torch(state["optimizer_state"]))
+            self._optimizer.load_state_dict(to_torch(state["optimizer_state"]))
         if "cur_lr" in state:
             self.set_lr(state["cur_lr"])
         if "torch_generator" in state:
@@ -454,21 +454,23 @@ def _to_float(value: Any) -> Any:
     return value
 
 
-def _to_numpy(value: Any) -> Any:
+def to_numpy(value: Any) -> Any:
+    """Tensors as numpy copies, through dicts, lists and tuples (state for HDF5)."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy().copy()
     if isinstance(value, dict):
-        return {k: _to_numpy(v) for k, v in value.items()}
+        return {k: to_numpy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_numpy(v) for v in value)
+        return type(value)(to_numpy(v) for v in value)
     return value
 
 
-def _to_torch(value: Any) -> Any:
+def to_torch(value: Any) -> Any:
+    """The inverse of ``to_numpy``: numpy arrays as tensors, through dicts and sequences."""
     if isinstance(value, np.ndarray):
         return torch.as_tensor(value)
     if isinstance(value, dict):
-        return {k: _to_torch(v) for k, v in value.items()}
+        return {k: to_torch(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_torch(v) for v in value)
+        return type(value)(to_torch(v) for v in value)
     return value

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from training_helpers import train_until
 
 from hpcrl.algorithms.ddpg import (
     DDPGTorchPolicy,
@@ -411,9 +412,5 @@ def test_learns_pendulum_within_30k_steps(name, one_torch_thread):
     trainer_class = TD3Trainer if name == "TD3" else DDPGTrainer
     config = {"seed": 0, "timesteps_per_iteration": 1000, **LEARNING[name]}
     with trainer_class(config, env="Pendulum-v1") as trainer:
-        result = {"timesteps_total": 0, "episode_reward_mean": float("nan")}
-        while result["timesteps_total"] < 30_000:
-            result = trainer.train()
-            if result["episode_reward_mean"] >= -300:
-                break
+        result = train_until(trainer, -300, 30_000)
     assert result["episode_reward_mean"] >= -300, result["episode_reward_mean"]

@@ -7,6 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from training_helpers import train_until
 
 from hpcrl.algorithms.dqn import (
     DEFAULT_CONFIG,
@@ -210,11 +211,7 @@ def test_learns_cartpole_v0_within_50k_steps(name, one_torch_thread):
     trainer_class = DQNTrainer if name == "DQN" else SimpleQTrainer
     config = {"seed": 0, "timesteps_per_iteration": 5000, **LEARNING[name]}
     with trainer_class(config, env="CartPole-v0") as trainer:
-        result = {"timesteps_total": 0, "episode_reward_mean": float("nan")}
-        while result["timesteps_total"] < 50_000:
-            result = trainer.train()
-            if result["episode_reward_mean"] >= 150:
-                break
+        result = train_until(trainer, 150, 50_000)
     assert result["episode_reward_mean"] >= 150, result["episode_reward_mean"]
 
 
@@ -232,9 +229,5 @@ def test_dqn_solves_cartpole_v1(one_torch_thread):
         "timesteps_per_iteration": 5000,
     }
     with DQNTrainer(config, env="CartPole-v1") as trainer:
-        result = {"timesteps_total": 0, "episode_reward_mean": float("nan")}
-        while result["timesteps_total"] < 150_000:
-            result = trainer.train()
-            if result["episode_reward_mean"] >= 475:
-                break
+        result = train_until(trainer, 475, 150_000)
     assert result["episode_reward_mean"] >= 475, result["episode_reward_mean"]
