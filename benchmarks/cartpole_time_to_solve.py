@@ -32,25 +32,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from solve_harness import (
+    TUNED,
+    SeedResult,
+    print_machine,
+    print_table,
+    run_child,
+    run_hpcrl_train,
+    run_seeds,
+    zoo_schedule,
+)
 
 ENV_ID = "CartPole-v1"
 SOLVED_RETURN = 475.0
 EPISODES_IN_MEAN = 100
-EXPERIMENT_FILE = (
-    Path(__file__).resolve().parent.parent / "examples" / "tuned" / "cartpole-ppo.yaml"
-)
+EXPERIMENT_FILE = TUNED / "cartpole-ppo.yaml"
 
 # The tuned PPO entry for CartPole-v1 in rl-baselines3-zoo's hyperparams/ppo.yml
 # (https://github.com/DLR-RM/rl-baselines3-zoo). "lin_X" there is a schedule
@@ -68,15 +67,6 @@ SB3_ZOO_CARTPOLE: dict[str, Any] = {
     "learning_rate": "lin_0.001",
     "clip_range": "lin_0.2",
 }
-
-
-@dataclass
-class SeedResult:
-    system: str
-    seed: int
-    solved: bool
-    env_steps: int
-    wall_s: float
 
 
 def parse_args() -> argparse.Namespace:
@@ -118,14 +108,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--child", choices=["sb3"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args()
-
-
-def zoo_schedule(value: str | float) -> Any:
-    """A zoo hyperparameter as SB3 takes it: "lin_X" becomes a linear schedule."""
-    if isinstance(value, str) and value.startswith("lin_"):
-        start = float(value[len("lin_") :])
-        return lambda progress_remaining: progress_remaining * start
-    return value
 
 
 def sb3_child(seed: int, budget: int) -> None:
@@ -175,103 +157,20 @@ def sb3_child(seed: int, budget: int) -> None:
     print(json.dumps({"solved": solved, "env_steps": steps}), flush=True)
 
 
-def timed_run(command: list[str], threads: int) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = dict(os.environ)
-    if threads > 0:
-        env["OMP_NUM_THREADS"] = str(threads)
-    start = time.perf_counter()
-    process = subprocess.run(command, capture_output=True, text=True, env=env)
-    wall_s = time.perf_counter() - start
-    if process.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} exited with {process.returncode}:\n{process.stderr[-3000:]}"
-        )
-    return process, wall_s
-
-
 def run_hpcrl(seed: int, config: str | None, threads: int) -> SeedResult:
     """``hpcrl train`` from the tuned experiment file; solved iff it stopped on
-    the episode_reward_mean criterion (read back from the trial's result.json)."""
-    with tempfile.TemporaryDirectory() as local_dir:
-        command = [
-            sys.executable,
-            "-m",
-            "hpcrl",
-            "train",
-            "-f",
-            str(EXPERIMENT_FILE),
-            "--seed",
-            str(seed),
-            "--local-dir",
-            local_dir,
-            "-q",
-        ]
-        if config:
-            command += ["--config", config]
-        process, wall_s = timed_run(command, threads)
-        match = re.search(r"^done: .*; results in (.+)$", process.stdout, re.MULTILINE)
-        if match is None:
-            raise RuntimeError(f"no summary line in hpcrl's output:\n{process.stdout[-3000:]}")
-        lines = (Path(match.group(1)) / "result.json").read_text().splitlines()
-        last = json.loads(lines[-1])
+    the episode_reward_mean criterion."""
+    last, wall_s = run_hpcrl_train(
+        EXPERIMENT_FILE, seed, threads, ["--config", config] if config else []
+    )
     solved = last["episode_reward_mean"] >= SOLVED_RETURN
     return SeedResult("hpcrl", seed, solved, int(last["timesteps_total"]), wall_s)
 
 
 def run_sb3(seed: int, budget: int, threads: int) -> SeedResult:
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        "sb3",
-        "--seed",
-        str(seed),
-        "--sb3-budget",
-        str(budget),
-    ]
-    process, wall_s = timed_run(command, threads)
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    args = ["--child", "sb3", "--seed", str(seed), "--sb3-budget", str(budget)]
+    result, wall_s = run_child(str(Path(__file__).resolve()), args, threads)
     return SeedResult("sb3", seed, bool(result["solved"]), int(result["env_steps"]), wall_s)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def print_table(results: list[SeedResult], systems: list[str], target: float) -> None:
-    header = f"{'system':<7} {'solved':>7} {'median wall s':>14} {'median env steps':>17}"
-    print()
-    print(header)
-    print("-" * len(header))
-    medians: dict[str, float] = {}
-    all_solved = True
-    for system in systems:
-        rows = [r for r in results if r.system == system]
-        solved = sum(r.solved for r in rows)
-        all_solved = all_solved and solved == len(rows)
-        medians[system] = statistics.median(r.wall_s for r in rows)
-        steps = statistics.median(r.env_steps for r in rows)
-        print(f"{system:<7} {f'{solved}/{len(rows)}':>7} {medians[system]:>14.1f} {steps:>17,.0f}")
-    if set(systems) == {"hpcrl", "sb3"}:
-        ratio = medians["hpcrl"] / medians["sb3"]
-        ok = ratio <= target and all_solved
-        print(
-            f"\nhpcrl / sb3 median wall time: {ratio:.3f} (target <= {target:.3g}); "
-            f"every seed solved: {'yes' if all_solved else 'no'} -> {'PASS' if ok else 'FAIL'}"
-        )
 
 
 def main() -> None:
@@ -283,29 +182,14 @@ def main() -> None:
         f"{ENV_ID}, solved = mean return of the last {EPISODES_IN_MEAN} training episodes "
         f">= {SOLVED_RETURN:g}; seeds {args.seeds}; sb3 budget {args.sb3_budget:,} env steps"
     )
-    print(
-        f"{cpu_model()}, {os.cpu_count()} CPUs; Python {platform.python_version()}, "
-        f"torch {version('torch')}, gymnasium {version('gymnasium')}, "
-        f"hpcrl {version('hpcrl')}, stable-baselines3 {version('stable-baselines3')}"
-    )
-    threads = args.threads if args.threads > 0 else "torch's default"
-    print(f"torch threads per process: {threads}")
+    print_machine(args.threads)
     if args.hpcrl_config:
         print(f"hpcrl --config {args.hpcrl_config}")
-    print(f"{'system':<7} {'seed':>4} {'solved':>6} {'env steps':>10} {'wall s':>7}")
-    results = []
-    for seed in args.seeds:
-        for system in args.systems:
-            if system == "hpcrl":
-                result = run_hpcrl(seed, args.hpcrl_config, args.threads)
-            else:
-                result = run_sb3(seed, args.sb3_budget, args.threads)
-            results.append(result)
-            print(
-                f"{result.system:<7} {result.seed:>4} {'yes' if result.solved else 'no':>6} "
-                f"{result.env_steps:>10,} {result.wall_s:>7.1f}",
-                flush=True,
-            )
+    runners = {
+        "hpcrl": lambda seed: run_hpcrl(seed, args.hpcrl_config, args.threads),
+        "sb3": lambda seed: run_sb3(seed, args.sb3_budget, args.threads),
+    }
+    results = run_seeds(args.seeds, {name: runners[name] for name in args.systems})
     print_table(results, args.systems, args.target)
 
 

@@ -31,7 +31,6 @@ from typing import Any
 from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.sgd_optimizer import make_sgd_optimizer
 from hpcrl.algorithms.trainer_template import build_trainer
-from hpcrl.evaluation.policy_evaluation import evaluate_policy
 from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
@@ -45,10 +44,8 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
         "sgd_minibatch_size": 250,
         # Epochs over each train batch.
         "num_sgd_iter": 1,
-        # Evaluate on env every this many iterations (0: never; needs env).
+        # Evaluate on env every iteration (Trainer.evaluate; 0: never; none without env).
         "evaluation_interval": 1,
-        # Episodes per evaluation, played with the most likely actions.
-        "evaluation_num_episodes": 10,
     }
 )
 
@@ -72,31 +69,9 @@ def validate_config(config: dict[str, Any]) -> None:
             "BC learns from recorded batches: set config['input'] to a directory of HDF5 "
             "batch files (written by a run with config['output'] = DIR) or a list of them"
         )
-    if config["evaluation_interval"] < 0 or config["evaluation_num_episodes"] < 1:
-        raise ValueError(
-            f"evaluation_interval must be >= 0 and evaluation_num_episodes >= 1, got "
-            f"{config['evaluation_interval']} and {config['evaluation_num_episodes']}"
-        )
-
-
-def evaluate(trainer, result: dict[str, Any]) -> None:
-    """``after_train_result``: add ``result["evaluation"]`` every ``evaluation_interval``
-    iterations."""
-    config = trainer.config
-    interval = config["evaluation_interval"]
-    if config["env"] is None or interval == 0 or trainer.iteration % interval:
-        return
-    seed = config["seed"]
-    metrics = evaluate_policy(
-        trainer.get_policy(),
-        config["env"],
-        config["evaluation_num_episodes"],
-        env_config=config["env_config"],
-        seed=None if seed is None else seed + 7919 * trainer.iteration,
-    )
-    metrics["episodes"] = len(metrics.pop("episode_returns"))
-    metrics.pop("episode_lengths")
-    result["evaluation"] = metrics
+    if config["env"] is None:
+        # Nothing to evaluate on: BC's default evaluation_interval is 1.
+        config["evaluation_interval"] = 0
 
 
 BCTrainer = build_trainer(
@@ -105,5 +80,4 @@ BCTrainer = build_trainer(
     default_config=DEFAULT_CONFIG,
     make_policy_optimizer=make_sgd_optimizer,
     validate_config=validate_config,
-    after_train_result=evaluate,
 )

@@ -59,6 +59,8 @@ COMMON_CONFIG: dict[str, Any] = {
     "model": {},
     # Minimum env steps per train() call (optimizer steps repeat until reached).
     "timesteps_per_iteration": 0,
+    # Minimum seconds per train() call (optimizer steps repeat until both are reached).
+    "min_iter_time_s": 0.0,
     # --- execution ---
     # Where remote workers run: "local" (this process), "mpi" (MPI ranks; launch
     # with mpiexec/srun) or "dask" (Dask actors; see dask_address).
@@ -74,6 +76,16 @@ COMMON_CONFIG: dict[str, Any] = {
     "seed": None,
     # Episodes averaged in episode_reward_mean/min/max and episode_len_mean.
     "metrics_smoothing_episodes": 100,
+    # --- evaluation (Trainer.evaluate) ---
+    # Every this many iterations, play evaluation_num_episodes episodes on the driver
+    # with the current policies and add the figures under result["evaluation"] (0 or
+    # None: never).
+    "evaluation_interval": 0,
+    # Episodes per evaluation, each in a fresh env copy, stepped together.
+    "evaluation_num_episodes": 10,
+    # Overrides for evaluation: "explore" (default False: the most likely action)
+    # and "env_config".
+    "evaluation_config": {},
     # --- Dask backend and lost workers ---
     # Scheduler of a running Dask cluster to join, e.g. "tcp://head:8786" (backend
     # "dask"); None: start a local cluster, closed when the trainer stops.
@@ -113,7 +125,13 @@ _INT_OR_NONE = {"num_workers", "num_torch_threads", "keep_checkpoints_num"}
 # Smallest allowed values (checked when the config is made, not when first used).
 _AT_LEAST = {"keep_checkpoints_num": 1}
 # Keys with a number as default that also accept None ("off").
-_NONE_ALLOWED = {"vf_clip_param", "worker_timeout_s"}
+_NONE_ALLOWED = {
+    "vf_clip_param",
+    "worker_timeout_s",
+    "evaluation_interval",
+    "vtrace_clip_rho_threshold",
+    "vtrace_clip_pg_rho_threshold",
+}
 
 
 def with_common_config(extra: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +161,33 @@ def merge_config(defaults: dict[str, Any], config: dict[str, Any] | None) -> dic
         merged[key] = value
     merged["model"] = merge_model_config(merged.get("model") or {})
     return merged
+
+
+# evaluation_config keys: evaluation plays on the driver with the trained policies,
+# so only what changes how they act or what they play on applies.
+EVALUATION_CONFIG_KEYS = ("explore", "env_config")
+
+
+def check_evaluation_config(config: dict[str, Any]) -> None:
+    """Raise ValueError for bad ``evaluation_*`` keys, naming the value and the fix."""
+    interval = config["evaluation_interval"]
+    if interval is not None and interval < 0:
+        raise ValueError(
+            f"config key 'evaluation_interval' must be >= 0 (0 or None: never), got {interval}"
+        )
+    if config["evaluation_num_episodes"] < 1:
+        raise ValueError(
+            "config key 'evaluation_num_episodes' must be >= 1, got "
+            f"{config['evaluation_num_episodes']}"
+        )
+    for key, value in config["evaluation_config"].items():
+        if key not in EVALUATION_CONFIG_KEYS:
+            raise ValueError(
+                f"evaluation_config key {key!r} is not supported: evaluation plays on the "
+                f"driver with the trained policies; supported keys: "
+                f"{', '.join(EVALUATION_CONFIG_KEYS)}"
+            )
+        _check_type(key, value, COMMON_CONFIG[key])
 
 
 def unknown_key_message(what: str, key: str, valid: Any) -> str:

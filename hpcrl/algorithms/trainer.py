@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcrl.algorithms.config import COMMON_CONFIG, merge_config
+from hpcrl.algorithms.config import COMMON_CONFIG, check_evaluation_config, merge_config
 from hpcrl.env.registry import resolve_env_creator
 from hpcrl.evaluation.metrics import MetricsWindow
 from hpcrl.evaluation.worker_set import WorkerSet
@@ -109,6 +109,7 @@ class Trainer:
         self.env_creator = resolve_env_creator(self.config["env"]) if env_given else None
         self.validate_config(self.config)
         check_learner_config(self.config)
+        check_evaluation_config(self.config)
         self.iteration = 0
         self._time_total = 0.0
         # Where save() writes by default (an Experiment sets its trial directory).
@@ -157,7 +158,8 @@ class Trainer:
 
     # -- training --------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        """One training iteration: optimizer steps until ``timesteps_per_iteration``."""
+        """One training iteration: optimizer steps until ``timesteps_per_iteration``
+        steps are sampled and ``min_iter_time_s`` seconds have passed."""
         start = time.perf_counter()
         self.before_train_step()
         sampled_before = self.optimizer.num_steps_sampled
@@ -165,7 +167,10 @@ class Trainer:
             fetches = self.optimizer.step()
             self.after_optimizer_step(fetches)
             sampled = self.optimizer.num_steps_sampled - sampled_before
-            if sampled >= self.config["timesteps_per_iteration"]:
+            if (
+                sampled >= self.config["timesteps_per_iteration"]
+                and time.perf_counter() - start >= self.config["min_iter_time_s"]
+            ):
                 break
         self._update_global_vars()
         episodes = self._metrics.add(self._collect_worker_metrics())
@@ -186,8 +191,56 @@ class Trainer:
             "num_worker_restarts": self.workers.num_worker_restarts,
             "info": self.optimizer.stats(),
         }
+        interval = self.config["evaluation_interval"]
+        if interval and self.iteration % interval == 0:
+            result.update(self.evaluate())
         self.after_train_result(result)
         return result
+
+    def evaluate(self) -> dict[str, Any]:
+        """Play ``evaluation_num_episodes`` episodes of the env on the driver with
+        the current policies (most likely actions unless ``evaluation_config`` sets
+        ``explore``), each in a fresh env copy.
+
+        Returns:
+            ``{"evaluation": {"episode_reward_mean", "episode_reward_min",
+            "episode_reward_max", "episode_len_mean", "episodes"}}``, plus
+            ``policy_reward_mean`` per policy on a multi-agent env.
+        """
+        from hpcrl.evaluation.policy_evaluation import evaluate_policies, evaluate_policy
+
+        if self.env_creator is None:
+            raise ValueError(
+                f"{self._name} has no env to evaluate on: set config['env'] (the run learns "
+                "from recorded batches only)"
+            )
+        overrides = self.config["evaluation_config"]
+        worker = self.workers.local_worker()
+        seed = self.config["seed"]
+        kwargs = {
+            "env_config": overrides.get("env_config", self.config["env_config"]),
+            "seed": None if seed is None else seed + 7919 * self.iteration,
+            "explore": overrides.get("explore", False),
+        }
+        num_episodes = self.config["evaluation_num_episodes"]
+        if worker.multi_agent:
+            metrics = evaluate_policies(
+                worker.policy_map,
+                self.config["env"],
+                num_episodes,
+                policy_mapping_fn=self.config["multiagent"]["policy_mapping_fn"],
+                **kwargs,
+            )
+            per_policy = metrics.pop("policy_returns")
+            metrics["policy_reward_mean"] = {
+                pid: float(np.mean(returns)) for pid, returns in per_policy.items()
+            }
+        else:
+            policy = worker.get_policy()
+            metrics = evaluate_policy(policy, self.config["env"], num_episodes, **kwargs)
+        metrics["episodes"] = len(metrics.pop("episode_returns"))
+        metrics.pop("episode_lengths")
+        return {"evaluation": metrics}
 
     def _update_global_vars(self) -> None:
         self.workers.set_global_vars({"timestep": self.optimizer.num_steps_sampled})

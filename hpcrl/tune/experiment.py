@@ -25,6 +25,8 @@ from hpcrl.tune.trial_files import (
 )
 
 DEFAULT_LOCAL_DIR = os.path.join("~", "hpcrl_results")
+# Stop keys on Trainer.evaluate's figures.
+EVALUATION_PREFIX = "evaluation/"
 
 
 def check_stop_criteria(stop: dict[str, Any]) -> dict[str, float]:
@@ -47,9 +49,14 @@ class StopCriterionError(ValueError):
 
 
 def should_stop(result: dict[str, Any], stop: dict[str, float]) -> str | None:
-    """The first criterion reached (``result[key] >= value``), or None."""
+    """The first criterion reached (``result[key] >= value``), or None.
+
+    ``evaluation/...`` keys count only in results with an evaluation (every
+    ``evaluation_interval`` iterations)."""
     flat = flatten_result(result)
     for key, target in stop.items():
+        if key.startswith(EVALUATION_PREFIX) and "evaluation" not in result:
+            continue
         if key not in flat:
             raise StopCriterionError(unknown_key_message("stop key", key, flat))
         value = flat[key]
@@ -146,6 +153,13 @@ class Experiment:
             return
         self.trainer = trainer_class(config)
         self.trainer.logdir = self.trial_dir
+        evaluated = [key for key in self.stop if key.startswith(EVALUATION_PREFIX)]
+        if evaluated and not self.trainer.config["evaluation_interval"]:
+            self.trainer.stop()
+            raise ValueError(
+                f"stop key {evaluated[0]!r} needs evaluation results: set config "
+                "'evaluation_interval' (e.g. 1: evaluate after every iteration)"
+            )
         if self.resumed:
             changed = config_changes(self.trial_dir, self.trainer.config)
             if changed:

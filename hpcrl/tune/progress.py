@@ -27,6 +27,11 @@ def format_status(result: dict[str, Any], stop: dict[str, float], bar_width: int
         f"iter {result['training_iteration']}",
         f"{result['timesteps_total']:,} steps",
         f"reward {reward:.1f}" if math.isfinite(reward) else "reward n/a",
+    ]
+    evaluation = result.get("evaluation", {}).get("episode_reward_mean")
+    if evaluation is not None:
+        parts.append(f"eval {evaluation:.1f}")
+    parts += [
         f"{result.get('timesteps_per_s', float('nan')):,.0f} steps/s",
         f"{result['time_total_s']:.1f}s",
     ]

@@ -277,3 +277,12 @@ def test_loss_outputs_of_built_policies_carry_their_terms():
         ),
     )
     assert Built.__name__ == "Built"
+
+
+def test_evaluation_plays_every_policy_and_reports_each():
+    with PGTrainer(config(evaluation_interval=1, evaluation_num_episodes=2)) as trainer:
+        evaluation = trainer.train()["evaluation"]
+    assert evaluation["episodes"] == 2
+    assert set(evaluation["policy_reward_mean"]) == {"even", "odd"}
+    # an episode's return sums its four agents' returns
+    assert evaluation["episode_reward_mean"] >= 4 * 8

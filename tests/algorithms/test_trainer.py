@@ -150,3 +150,40 @@ def test_build_trainer_hooks_and_with_updates():
 def test_validate_config_rejects_gae_without_critic():
     with pytest.raises(ValueError, match="use_critic"):
         A2CTrainer({"use_critic": False}, env="CartPole-v1")
+
+
+def test_evaluation_runs_every_interval_with_greedy_actions_by_default():
+    config = {**SMALL, "evaluation_interval": 2, "evaluation_num_episodes": 3, "seed": 1}
+    with PGTrainer(config, env="CartPole-v1") as trainer:
+        results = [trainer.train() for _ in range(4)]
+        greedy = trainer.evaluate()["evaluation"]
+        assert trainer.evaluate()["evaluation"] == greedy  # same seed and weights, greedy
+        trainer.config["evaluation_config"] = {"explore": True}
+        sampled = [trainer.evaluate()["evaluation"]["episode_reward_mean"] for _ in range(3)]
+    assert ["evaluation" in r for r in results] == [False, True, False, True]
+    evaluation = results[1]["evaluation"]
+    assert evaluation["episodes"] == 3
+    assert evaluation["episode_reward_min"] <= evaluation["episode_reward_mean"]
+    assert evaluation["episode_len_mean"] >= 8  # CartPole cannot fall sooner
+    # sampled actions: fresh sampling noise each call
+    assert len(set(sampled)) > 1
+    assert greedy["episodes"] == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"evaluation_num_episodes": 0}, "'evaluation_num_episodes' must be >= 1, got 0"),
+        ({"evaluation_interval": -1}, "'evaluation_interval' must be >= 0"),
+        ({"evaluation_config": {"lr": 0.1}}, "evaluation_config key 'lr' is not supported"),
+        ({"evaluation_config": {"explore": "no"}}, "'explore' must be bool"),
+    ],
+)
+def test_bad_evaluation_config_is_named(extra, expected):
+    with pytest.raises(ValueError, match=expected):
+        PGTrainer({**SMALL, **extra}, env="CartPole-v1")
+
+
+def test_evaluation_interval_none_means_never():
+    with PGTrainer({**SMALL, "evaluation_interval": None}, env="CartPole-v1") as trainer:
+        assert "evaluation" not in trainer.train()

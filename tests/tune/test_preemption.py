@@ -175,3 +175,19 @@ def test_trial_names_and_resuming_without_a_checkpoint(tmp_path):
     fresh = make_experiment(tmp_path / "other", resume=True)  # nothing to resume: a new trial
     assert not fresh.resumed
     fresh.trainer.stop()
+
+
+def test_evaluation_stop_key_counts_only_in_evaluated_iterations(tmp_path):
+    stop = {"evaluation/episode_reward_mean": 1.0, "training_iteration": 4}
+    with pytest.raises(ValueError, match="set config 'evaluation_interval'"):
+        Experiment("PG", {**CONFIG, "env": "CartPole-v1"}, stop, local_dir=str(tmp_path), verbose=0)
+    experiment = Experiment(
+        "PG",
+        {**CONFIG, "env": "CartPole-v1", "evaluation_interval": 2, "evaluation_num_episodes": 1},
+        stop,
+        local_dir=str(tmp_path),
+        verbose=0,
+    )
+    result = experiment.run()
+    assert result["training_iteration"] == 2
+    assert result["stopped_by"] == "evaluation/episode_reward_mean"
