@@ -18,6 +18,8 @@ ALGORITHMS: dict[str, str] = {
     "SAC": "hpcrl.algorithms.sac:SACTrainer",
     "DDPG": "hpcrl.algorithms.ddpg:DDPGTrainer",
     "TD3": "hpcrl.algorithms.ddpg:TD3Trainer",
+    "IMPALA": "hpcrl.algorithms.impala:IMPALATrainer",
+    "APPO": "hpcrl.algorithms.appo:APPOTrainer",
 }
 
 

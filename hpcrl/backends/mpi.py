@@ -7,7 +7,8 @@ actor assigned to it and answers method calls until the driver shuts the job
 down, then the process exits with code 0. On rank 0 the backend returns and
 the driver goes on.
 
-Every request and answer is one tagged point-to-point MPI message (see
+Every request and answer is one tagged point-to-point MPI message, sent
+non-blocking (``Isend``, see ``_Outbox``) so that no rank waits in a send (see
 ``_pack``): a protocol-5 pickle stream in which numpy arrays are only
 references (dtype, shape, offset), followed by the arrays' raw bytes, so no
 array is copied through pickle and the receiver's arrays are views of the
@@ -224,8 +225,39 @@ def _unpack(message: np.ndarray) -> Any:
         _region.current = previous
 
 
-def _send(comm: Any, obj: Any, dest: int, tag: int) -> None:
-    comm.Send(_pack(obj), dest=dest, tag=tag)
+class _Outbox:
+    """Non-blocking sends (``Isend``), each message kept alive until it is delivered.
+
+    Requests from the driver and answers from the workers go out this way, so
+    neither side blocks in a send while the other is sending to it: with
+    several calls in flight per worker (``AsyncSamplesOptimizer``), a blocking
+    send of a large request and a blocking send of a large answer, each waiting
+    for the other side to receive, would deadlock. MPI keeps messages between
+    two ranks with one tag in order, so requests still run in the order sent.
+    """
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self._sending: list[tuple[Any, np.ndarray]] = []
+
+    def send(self, obj: Any, dest: int, tag: int) -> None:
+        buffer = _pack(obj)
+        self._sending.append((self.comm.Isend(buffer, dest=dest, tag=tag), buffer))
+        self.progress()
+
+    def progress(self) -> None:
+        """Let go of the messages delivered so far."""
+        if self._sending:
+            self._sending = [(r, b) for r, b in self._sending if not r.Test()]
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every message to be delivered; True if all were."""
+        deadline = time.monotonic() + timeout_s
+        backoff = _Backoff()
+        while self._sending and time.monotonic() < deadline:
+            self.progress()
+            backoff.pause()
+        return not self._sending
 
 
 def _try_receive(comm: Any, source: int, tag: int, status: Any) -> tuple[bool, Any]:
@@ -320,6 +352,7 @@ class MPIBackend(Backend):
         self._pending: dict[int, MPIFuture] = {}
         self._closed = False
         self._status = mpi.Status()
+        self._outbox = _Outbox(self.comm)
         _abort_on_uncaught_exception(self.comm)
         atexit.register(self.shutdown)
 
@@ -372,7 +405,7 @@ class MPIBackend(Backend):
         targets = {actor.rank for actor in actors}
         for rank in range(1, self.size):
             call_id = BROADCAST if rank in targets else NOT_TARGETED
-            _send(self.comm, ("__bcast__", call_id, method, buffer.nbytes), rank, TAG_REQUEST)
+            self._outbox.send(("__bcast__", call_id, method, buffer.nbytes), rank, TAG_REQUEST)
         self.comm.Bcast(buffer, root=0)
 
     def kill(self, actor: MPIActor) -> None:
@@ -398,7 +431,8 @@ class MPIBackend(Backend):
             self._wait_for(waited, len(waited), 60.0, False)
         finally:
             for rank in range(1, self.size):
-                _send(self.comm, ("__shutdown__", -1, None, None), rank, TAG_REQUEST)
+                self._outbox.send(("__shutdown__", -1, None, None), rank, TAG_REQUEST)
+            self._outbox.flush(60.0)
             atexit.unregister(self.shutdown)
 
     # -- messages --------------------------------------------------------
@@ -406,7 +440,7 @@ class MPIBackend(Backend):
         if self._closed:
             raise RuntimeError("the MPI backend was shut down")
         call_id = next(self._call_ids)
-        _send(self.comm, (method, call_id, payload, None), rank, TAG_REQUEST)
+        self._outbox.send((method, call_id, payload, None), rank, TAG_REQUEST)
         future = MPIFuture(self, call_id, rank, method)
         self._pending[call_id] = future
         return future
@@ -429,6 +463,7 @@ class MPIBackend(Backend):
         return True
 
     def _drain(self) -> None:
+        self._outbox.progress()
         while self._receive():
             pass
 
@@ -522,11 +557,14 @@ class _Server:
     def __init__(self, comm: Any) -> None:
         self.comm = comm
         self.actor: Any = None
+        self.outbox = _Outbox(comm)
 
     def handle(self, method: str, call_id: int, payload: Any, bcast_nbytes: int | None) -> bool:
         """Carry out one request; False once the driver has shut the job down."""
         if method == "__shutdown__":
             self._stop_actor()
+            # The driver received every answer before it shut down (or gave up on them).
+            self.outbox.flush(10.0)
             return False
         if method == "__bcast__":
             value = self._join_broadcast(bcast_nbytes)
@@ -561,12 +599,12 @@ class _Server:
         try:
             reply = (call_id, True, fn(), None)
             if broadcast_method is None:
-                _send(self.comm, reply, 0, TAG_RESULT)
+                self.outbox.send(reply, 0, TAG_RESULT)
         except Exception as err:  # noqa: BLE001 - sent to the driver with its traceback
             error = picklable_error(err)
             if broadcast_method is not None:
                 error = (broadcast_method, error)
-            _send(self.comm, (call_id, False, error, traceback.format_exc()), 0, TAG_RESULT)
+            self.outbox.send((call_id, False, error, traceback.format_exc()), 0, TAG_RESULT)
 
 
 def _next_request(comm: Any, status: Any) -> tuple:

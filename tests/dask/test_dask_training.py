@@ -60,11 +60,13 @@ def config_for(algo: str, address: str, **extra) -> dict:
         config.update(grads_per_step=6)
     if algo == "DQN":
         config.update(learning_starts=64, timesteps_per_iteration=128, buffer_size=500)
+    if algo in ("IMPALA", "APPO"):
+        config.update(train_batch_size=128, min_iter_time_s=0.0, timesteps_per_iteration=256)
     config.update(extra)
     return config
 
 
-@pytest.mark.parametrize("algo", ["PPO", "A3C", "PG", "A2C", "DQN"])
+@pytest.mark.parametrize("algo", ["PPO", "A3C", "PG", "A2C", "DQN", "IMPALA", "APPO"])
 def test_algorithms_train_on_dask(algo, dask_cluster):
     config = config_for(algo, dask_cluster.scheduler_address)
     trainer = get_trainer_class(algo)(config, "CartPole-v1")
@@ -131,13 +133,15 @@ def kill_when_signalled(pid_file: Path, killed: list[int]) -> threading.Thread:
     return thread
 
 
-@pytest.mark.parametrize("algo", ["PPO", "A3C"])
+@pytest.mark.parametrize("algo", ["PPO", "A3C", "IMPALA"])
 def test_worker_killed_mid_iteration_is_recreated(algo, dask_cluster, tmp_path):
     register_env("signalling_cartpole", SignallingCartPole)
     pid_file = tmp_path / "pid"
     # Worker 1 signals in the second iteration (PPO: 64 steps per env and iteration;
     # A3C: about 3 fragments of 32 per worker and iteration).
-    env_config = {"pid_file": str(pid_file), "signal_after": 100 if algo == "PPO" else 200}
+    # IMPALA: 256 steps per iteration, about a quarter of them on worker 1's env 0.
+    signal_after = {"PPO": 100, "A3C": 200, "IMPALA": 100}[algo]
+    env_config = {"pid_file": str(pid_file), "signal_after": signal_after}
     config = config_for(algo, dask_cluster.scheduler_address, env_config=env_config)
     trainer = get_trainer_class(algo)(config, "signalling_cartpole")
     killed: list[int] = []
@@ -151,7 +155,9 @@ def test_worker_killed_mid_iteration_is_recreated(algo, dask_cluster, tmp_path):
     assert len(killed) == 1 and killed[0] not in pids
     assert [r["training_iteration"] for r in results] == [1, 2, 3, 4]
     restarts = [r["num_worker_restarts"] for r in results]
-    assert restarts[-1] == 1 and restarts[0] == 0, restarts
+    assert restarts[-1] == 1, restarts
+    if algo != "IMPALA":  # IMPALA's first iteration samples for a second: the loss may be in it
+        assert restarts[0] == 0, restarts
     assert all(r["num_healthy_workers"] == 2 for r in results)
     if algo == "PPO":
         # The iteration of the loss still gathered a whole train batch.

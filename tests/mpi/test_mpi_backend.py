@@ -35,11 +35,13 @@ def test_backend_contract(ranks):
     assert "CONTRACT OK" in out.stdout
 
 
-@pytest.mark.parametrize("algo", ["A3C", "A2C"])  # PPO: test_same_weights_on_local_and_mpi
+# PPO: test_same_weights_on_local_and_mpi
+@pytest.mark.parametrize("algo", ["A3C", "A2C", "IMPALA", "APPO-two-policies"])
 def test_training_under_mpiexec(algo, tmp_path):
     out = run([str(HERE / "train_script.py"), algo, "mpi", "3", str(tmp_path / "w.npz")], 3)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"TRAINED {algo} on mpi" in out.stdout and "2 workers" in out.stdout
+    trained = algo.removesuffix("-two-policies")
+    assert f"TRAINED {trained} on mpi" in out.stdout and "2 workers" in out.stdout
 
 
 @pytest.mark.parametrize("algo", ["PPO", "PPO-two-policies"])
@@ -57,9 +59,10 @@ def test_same_weights_on_local_and_mpi(tmp_path, algo):
         np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_worker_error_ends_the_job_naming_the_rank(tmp_path):
+@pytest.mark.parametrize("algo", ["PPO", "IMPALA"])
+def test_worker_error_ends_the_job_naming_the_rank(tmp_path, algo):
     start = time.monotonic()
-    out = run([str(HERE / "train_script.py"), "PPO", "mpi", "50", str(tmp_path / "w.npz"), "2"], 3)
+    out = run([str(HERE / "train_script.py"), algo, "mpi", "50", str(tmp_path / "w.npz"), "2"], 3)
     elapsed = time.monotonic() - start
     assert out.returncode != 0
     assert "MPI rank 2" in out.stderr and "env failure on worker" in out.stderr

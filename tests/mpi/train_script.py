@@ -46,9 +46,9 @@ def main() -> None:
     algo, backend, iterations, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     fail_on = int(sys.argv[5]) if len(sys.argv) > 5 else -1
     register_env("failing_cartpole", FailingCartPole)
-    two_policies = algo == "PPO-two-policies"
+    two_policies = algo.endswith("-two-policies")
     if two_policies:
-        algo = "PPO"
+        algo = algo.removesuffix("-two-policies")
         multi_cartpole = make_multi_agent(lambda cfg: FailingCartPole(cfg))
         register_env("failing_cartpole", lambda cfg: multi_cartpole(with_agents(cfg, 3)))
     config = {
@@ -65,6 +65,8 @@ def main() -> None:
         config.update(train_batch_size=256, sgd_minibatch_size=64, num_sgd_iter=2)
     if algo == "A3C":
         config.update(grads_per_step=10)
+    if algo in ("IMPALA", "APPO"):
+        config.update(train_batch_size=256, min_iter_time_s=0.0, timesteps_per_iteration=512)
     if two_policies:
         config["multiagent"] = {"policies": ["even", "odd"], "policy_mapping_fn": by_parity}
     trainer = get_trainer_class(algo)(config, env="failing_cartpole")

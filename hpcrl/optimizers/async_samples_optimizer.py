@@ -1,0 +1,594 @@
+"""AsyncSamplesOptimizer: the IMPALA architecture.
+
+Rollout workers sample all the time; a learner thread on the driver learns from
+their batches as they come. Written against the backend interface only, so it
+runs unchanged on the ``local``, ``mpi`` and ``dask`` backends:
+
+- Each remote worker has up to ``max_sample_requests_in_flight_per_worker``
+  ``sample`` calls queued (2 by default). A worker runs its calls in order, so
+  when it finishes a batch the next call is already there: it never waits for
+  the driver to ask, and it cannot run ahead by more than that many batches
+  (back-pressure: a fast worker cannot fill the driver's memory).
+- When a batch arrives the driver queues that worker's next call at once,
+  preceded by a ``set_weights`` call when the learner has made at least
+  ``broadcast_interval`` updates since the weights the worker has. No call
+  waits for all workers: there is no barrier.
+- Batches are concatenated to ``train_batch_size`` rows and put on the
+  learner's bounded queue (``learner_queue_size``); when it is full the driver
+  stops taking results off the wire, and the workers' queued calls then bound
+  them as above.
+- The learner thread serves each train batch ``num_sgd_iter`` times from a
+  ring of ``minibatch_buffer_size`` batches, and, with ``replay_proportion``
+  > 0, mixes in batches replayed from ``replay_buffer_num_slots`` slots.
+
+The decisions (who has how many calls in flight, who gets weights next, the
+policy lag of a batch) are made by ``SampleStream``, and which batches are
+replayed by ``ReplaySlots``: plain classes with no backend, tested alone.
+
+``step()`` returns within about a second with the learner stats of the
+updates made since the last call. A learner that has had no batch for
+``learner_queue_timeout`` seconds is an error naming the workers that sent
+nothing, not a hang; an exception in the learner thread or in a worker is
+raised by the next ``step()``.
+
+With no remote workers the driver's local worker samples inside ``step()``,
+taking turns with the learner thread (they share the policy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import numpy as np
+
+from hpcrl.backends.base import Future, RemoteError, WorkerLostError
+from hpcrl.evaluation.rollout_worker import count_steps
+from hpcrl.evaluation.worker_set import WorkerSet
+from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
+from hpcrl.policy.loss_output import LEARNER_STATS_KEY
+from hpcrl.policy.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
+
+Batch = SampleBatch | MultiAgentBatch
+
+
+class SampleStream:
+    """Bookkeeping of a stream of sample calls: no backend, no networking.
+
+    Tracks, per worker, the calls in flight (each tagged with the learner
+    version of the weights that will sample it), the version the worker holds,
+    and when each worker was last heard from.
+
+    Example:
+        >>> s = SampleStream(["a", "b"], max_in_flight=2, broadcast_interval=1)
+        >>> s.requests_due()
+        ['a', 'a', 'b', 'b']
+        >>> for w in s.requests_due(): s.requested(w)
+        >>> s.learner_updated(); s.learner_updated()
+        >>> s.arrived("a")  # sampled with version 0, consumed at version 2
+        2
+        >>> s.weights_due("a"), s.requests_due()
+        (True, ['a'])
+        >>> s.weights_sent("a"); s.requested("a")
+        >>> s.in_flight("a"), s.weights_due("a")
+        (2, False)
+    """
+
+    def __init__(
+        self, workers: Iterable[Hashable], max_in_flight: int = 2, broadcast_interval: int = 1
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(
+                f"max_sample_requests_in_flight_per_worker must be >= 1, got {max_in_flight}"
+            )
+        if broadcast_interval < 1:
+            raise ValueError(f"broadcast_interval must be >= 1, got {broadcast_interval}")
+        self.max_in_flight = max_in_flight
+        self.broadcast_interval = broadcast_interval
+        self.version = 0  # learner updates so far
+        self._held: dict[Hashable, int] = {}  # worker -> version of the weights it holds
+        self._calls: dict[Hashable, deque[int]] = {}  # worker -> versions of calls in flight
+        self._heard: dict[Hashable, float] = {}
+        for worker in workers:
+            self.add(worker)
+
+    def add(self, worker: Hashable) -> None:
+        """A worker holding the current weights, with no calls in flight."""
+        self._held[worker] = self.version
+        self._calls[worker] = deque()
+        self._heard[worker] = time.monotonic()
+
+    def requests_due(self) -> list[Hashable]:
+        """One entry per call to queue now: each worker up to ``max_in_flight``."""
+        return [
+            worker
+            for worker, calls in self._calls.items()
+            for _ in range(self.max_in_flight - len(calls))
+        ]
+
+    def requested(self, worker: Hashable) -> None:
+        """A sample call was queued on ``worker`` (after any weights sent before it)."""
+        calls = self._calls[worker]
+        if len(calls) >= self.max_in_flight:
+            raise RuntimeError(
+                f"worker {worker!r} already has {len(calls)} sample calls in flight "
+                f"(max_sample_requests_in_flight_per_worker={self.max_in_flight})"
+            )
+        calls.append(self._held[worker])
+
+    def arrived(self, worker: Hashable) -> int:
+        """The oldest call of ``worker`` returned a batch; its policy lag: the learner
+        updates between the weights that sampled it and now."""
+        sampled_with = self._calls[worker].popleft()
+        self._heard[worker] = time.monotonic()
+        return self.version - sampled_with
+
+    def lost(self, worker: Hashable) -> None:
+        """``worker`` was re-created with the current weights: its calls are gone."""
+        self.add(worker)
+
+    def learner_updated(self) -> None:
+        self.version += 1
+
+    def weights_due(self, worker: Hashable) -> bool:
+        """Whether ``worker``'s next call should be preceded by new weights."""
+        return self.version - self._held[worker] >= self.broadcast_interval
+
+    def weights_sent(self, worker: Hashable) -> None:
+        self._held[worker] = self.version
+
+    def in_flight(self, worker: Hashable) -> int:
+        return len(self._calls[worker])
+
+    def silent(self, seconds: float) -> list[Hashable]:
+        """Workers with calls in flight that have sent nothing for ``seconds``."""
+        now = time.monotonic()
+        return [w for w, calls in self._calls.items() if calls and now - self._heard[w] >= seconds]
+
+
+class ReplaySlots:
+    """IMPALA's replay of recent train batches: ``num_slots`` slots, overwritten in
+    turn; after each new batch, a Poisson(``proportion``) number of batches drawn
+    uniformly from the slots is learned from again.
+
+    Example:
+        >>> slots = ReplaySlots(num_slots=2, proportion=0.0, seed=0)
+        >>> slots.add("b1"); slots.replays()
+        []
+    """
+
+    def __init__(self, num_slots: int, proportion: float, seed: int | None = None) -> None:
+        if proportion < 0:
+            raise ValueError(f"replay_proportion must be >= 0, got {proportion}")
+        if proportion > 0 and num_slots < 1:
+            raise ValueError(
+                f"replay_proportion={proportion} needs replay_buffer_num_slots >= 1, got "
+                f"{num_slots}"
+            )
+        self.num_slots = num_slots
+        self.proportion = proportion
+        self._slots: list[Any] = []
+        self._next = 0
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, batch: Any) -> None:
+        if self.num_slots == 0:
+            return
+        if len(self._slots) < self.num_slots:
+            self._slots.append(batch)
+        else:
+            self._slots[self._next] = batch
+        self._next = (self._next + 1) % self.num_slots
+
+    def replays(self) -> list[Any]:
+        """Batches to learn from again after the one just added."""
+        if self.proportion == 0 or not self._slots:
+            return []
+        count = int(self._rng.poisson(self.proportion))
+        return [self._slots[i] for i in self._rng.integers(len(self._slots), size=count)]
+
+
+class MinibatchBuffer:
+    """A ring of ``size`` train batches, each served ``num_passes`` times (RLlib's
+    ``minibatch_buffer``): with size 1 a batch is learned from ``num_passes`` times in
+    a row; larger rings interleave passes over different batches.
+
+    ``get(take)`` calls ``take()`` for a new batch whenever the slot to serve is
+    empty or used up.
+
+    Example:
+        >>> new = iter(["a", "b", "c"])
+        >>> ring = MinibatchBuffer(size=2, num_passes=2)
+        >>> [ring.get(lambda: next(new)) for _ in range(4)]
+        ['a', 'b', 'a', 'b']
+    """
+
+    def __init__(self, size: int, num_passes: int) -> None:
+        if size < 1 or num_passes < 1:
+            raise ValueError(
+                f"minibatch_buffer_size and num_sgd_iter must be >= 1, got {size} and {num_passes}"
+            )
+        self.num_passes = num_passes
+        self._batches: list[Any] = [None] * size
+        self._left = [0] * size
+        self._index = 0
+        # Whether the last get() took a new batch (False: another pass over one).
+        self.took_new = False
+
+    def get(self, take: Any) -> Any:
+        i = self._index
+        self.took_new = self._left[i] == 0
+        if self.took_new:
+            self._batches[i] = take()
+            self._left[i] = self.num_passes
+        self._left[i] -= 1
+        self._index = (i + 1) % len(self._batches)
+        return self._batches[i]
+
+
+class _Stopped(Exception):
+    """The learner thread was asked to stop."""
+
+
+class LearnerThread(threading.Thread):
+    """Learns on the driver's local worker from batches put on ``inqueue``.
+
+    Items on ``inqueue`` are ``(batch, policy_lags)``; after each update the
+    thread puts ``(rows trained, learner fetches)`` on ``outqueue``. The local
+    worker's weights change only under ``weights_lock``, which the driver takes
+    to read consistent weights. An exception ends the thread; it is kept in
+    ``error`` for the driver to raise.
+    """
+
+    def __init__(
+        self,
+        local_worker: Any,
+        learner_queue_size: int = 16,
+        minibatch_buffer_size: int = 1,
+        num_sgd_iter: int = 1,
+        replay: ReplaySlots | None = None,
+    ) -> None:
+        super().__init__(name="hpcrl-learner", daemon=True)
+        if learner_queue_size < 1:
+            raise ValueError(f"learner_queue_size must be >= 1, got {learner_queue_size}")
+        self.local_worker = local_worker
+        self.inqueue: queue.Queue[tuple[Batch, list[int]]] = queue.Queue(learner_queue_size)
+        self.outqueue: queue.Queue[tuple[int, dict[str, Any], list[int]]] = queue.Queue()
+        self.weights_lock = threading.Lock()
+        self.minibatches = MinibatchBuffer(minibatch_buffer_size, num_sgd_iter)
+        self.replay = replay or ReplaySlots(0, 0.0)
+        self.error: BaseException | None = None
+        self.last_batch_time = time.monotonic()
+        self.queue_wait_s = 0.0
+        self.learn_s = 0.0
+        self.num_updates = 0
+        self.num_new = 0  # train batches taken off the queue
+        self.num_replayed = 0  # updates on replayed batches
+        self._stop_event = threading.Event()
+        self._pending_replays: list[tuple[Batch, list[int]]] = []
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                self._step()
+        except _Stopped:
+            pass
+        except BaseException as err:  # noqa: BLE001 - handed to the driver's step()
+            self.error = err
+
+    def _take(self) -> tuple[Batch, list[int]]:
+        start = time.perf_counter()
+        while True:
+            try:
+                item = self.inqueue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self._stop_event.is_set():
+                    raise _Stopped() from None
+        self.queue_wait_s += time.perf_counter() - start
+        self.last_batch_time = time.monotonic()
+        self.replay.add(item)
+        self._pending_replays = self.replay.replays()
+        return item
+
+    def _step(self) -> None:
+        if self._pending_replays:
+            batch, lags = self._pending_replays.pop()[0], []
+            self.num_replayed += 1
+        else:
+            batch, lags = self.minibatches.get(self._take)
+            if self.minibatches.took_new:
+                self.num_new += 1
+            else:
+                lags = []  # each batch's policy lags count once
+        start = time.perf_counter()
+        with self.weights_lock:
+            fetches = self.local_worker.learn_on_batch(batch)
+        self.learn_s += time.perf_counter() - start
+        self.num_updates += 1
+        self.outqueue.put((count_steps(batch, self.local_worker.count_steps_by), fetches, lags))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+
+
+class AsyncSamplesOptimizer(PolicyOptimizer):
+    """Asynchronous sampling with a learner thread (IMPALA, APPO); see the module
+    docstring for the architecture.
+
+    Args:
+        workers: the WorkerSet (0 remote workers: the driver samples in ``step``).
+        train_batch_size: rows per learner update.
+        max_sample_requests_in_flight_per_worker: sample calls queued per worker.
+        broadcast_interval: learner updates between weights sent to a worker.
+        learner_queue_size: train batches waiting for the learner, at most.
+        learner_queue_timeout: seconds without a batch for the learner before
+            ``step()`` raises, naming the silent workers.
+        num_sgd_iter: passes over each train batch.
+        minibatch_buffer_size: train batches interleaved by those passes.
+        replay_proportion: mean replayed batches per new one (Poisson).
+        replay_buffer_num_slots: train batches kept for replay.
+        seed: seed of the replay draws.
+
+    Example:
+        >>> from hpcrl.algorithms.a2c import A2CTorchPolicy
+        >>> opt = AsyncSamplesOptimizer.make(
+        ...     "CartPole-v1", A2CTorchPolicy, num_workers=2,
+        ...     worker_config={"rollout_fragment_length": 50}, train_batch_size=100)
+        >>> while opt.num_steps_trained < 400:
+        ...     _ = opt.step()
+        >>> opt.stats()["policy_lag_max"] >= 0
+        True
+        >>> opt.stop()
+        >>> opt.workers.stop()
+    """
+
+    def __init__(
+        self,
+        workers: WorkerSet,
+        train_batch_size: int = 500,
+        max_sample_requests_in_flight_per_worker: int = 2,
+        broadcast_interval: int = 1,
+        learner_queue_size: int = 16,
+        learner_queue_timeout: float = 300.0,
+        num_sgd_iter: int = 1,
+        minibatch_buffer_size: int = 1,
+        replay_proportion: float = 0.0,
+        replay_buffer_num_slots: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(workers)
+        if train_batch_size < 1:
+            raise ValueError(f"train_batch_size must be >= 1, got {train_batch_size}")
+        if learner_queue_timeout <= 0:
+            raise ValueError(f"learner_queue_timeout must be > 0 s, got {learner_queue_timeout}")
+        self.train_batch_size = train_batch_size
+        self.learner_queue_timeout = learner_queue_timeout
+        self._remote = workers.remote_workers()
+        self.stream = SampleStream(
+            range(len(self._remote)), max_sample_requests_in_flight_per_worker, broadcast_interval
+        )
+        self.learner = LearnerThread(
+            workers.local_worker(),
+            learner_queue_size,
+            minibatch_buffer_size,
+            num_sgd_iter,
+            ReplaySlots(replay_buffer_num_slots, replay_proportion, seed),
+        )
+        self.learner_stats: dict[str, Any] = {}
+        self.num_learner_updates = 0
+        self._calls: dict[int, deque[Future]] = {i: deque() for i in range(len(self._remote))}
+        self._weight_calls: list[Future] = []
+        self._pending: list[Batch] = []  # batches not yet making a train batch
+        self._pending_lags: list[int] = []
+        self._pending_rows = 0
+        self._lags: list[int] = []
+        self._started = False
+        self._rates_since = time.perf_counter()
+        self._sampled_since = 0
+        self._trained_since = 0
+        self._last_rates = {"sampled_steps_per_s": 0.0, "trained_steps_per_s": 0.0}
+
+    # -- the driver loop -------------------------------------------------
+    def step(self) -> dict[str, Any]:
+        """Take what the workers sent, feed the learner, keep every worker busy;
+        returns the fetches of the last learner update made since the last call
+        (empty if none)."""
+        if not self._started:
+            self._start()
+        deadline = time.monotonic() + 1.0
+        fetches: dict[str, Any] = {}
+        while True:
+            self._check_learner()
+            if self._remote:
+                self._receive(timeout=0.05)
+            else:
+                # The local worker's policy is the learner's: sampling takes the lock
+                # the learner updates it under (a forward pass during an update can
+                # read the model's half-written state).
+                with self._timed("sample"), self.learner.weights_lock:
+                    batch = self.workers.local_worker().sample()
+                self._add(batch, 0)
+            fetches = self._drain_learner() or fetches
+            now = time.monotonic()
+            if fetches and now >= deadline:
+                return fetches
+            starved_s = now - self.learner.last_batch_time
+            if self.learner.inqueue.empty() and starved_s > self.learner_queue_timeout:
+                self._raise_starved()
+
+    def _start(self) -> None:
+        self.learner.last_batch_time = time.monotonic()
+        self.learner.start()
+        if self._remote:
+            self.workers.sync_weights()
+            for index in self.stream.requests_due():
+                self._request(index)
+        self._started = True
+
+    def _request(self, index: int) -> None:
+        actor = self._remote[index]
+        if self.stream.weights_due(index):
+            with self._timed("send_weights"), self.learner.weights_lock:
+                weights = self.workers.local_worker().get_weights()
+            global_vars = {"timestep": self.num_steps_sampled}
+            self._weight_calls += self.backend.call([actor], "set_weights", weights, global_vars)
+            self.stream.weights_sent(index)
+        self._calls[index].extend(self.backend.call([actor], "sample"))
+        self.stream.requested(index)
+
+    def _receive(self, timeout: float) -> None:
+        oldest = [calls[0] for calls in self._calls.values() if calls]
+        with self._timed("wait"):
+            done, _ = self.backend.wait(oldest, num_returns=1, timeout=timeout)
+        ready = {id(future) for future in done}
+        for index, calls in self._calls.items():
+            if not calls or id(calls[0]) not in ready:
+                continue
+            future = calls.popleft()
+            try:
+                [batch] = self.backend.get([future])
+            except WorkerLostError as err:
+                self._recreate(index, err)
+                continue
+            lag = self.stream.arrived(index)
+            self._add(batch, lag)
+            self._request(index)
+        self._collect_weight_calls()
+
+    def _recreate(self, index: int, error: WorkerLostError) -> None:
+        """Re-create a lost worker (with the current weights) and restart its stream;
+        the batches it had in flight are gone."""
+        for future in self._calls[index]:
+            with contextlib.suppress(RemoteError):
+                self.backend.get([future])
+        self._calls[index].clear()
+        with self.learner.weights_lock:
+            self.workers.recreate_worker(self._remote[index], error)
+        self.stream.lost(index)
+        for _ in range(self.stream.max_in_flight):
+            self._request(index)
+
+    def _collect_weight_calls(self) -> None:
+        """Surface the errors of weight calls that are done; keep the others."""
+        if not self._weight_calls:
+            return
+        done, pending = self.backend.wait(
+            self._weight_calls, num_returns=len(self._weight_calls), timeout=0
+        )
+        self._weight_calls = pending
+        for future in done:
+            with contextlib.suppress(WorkerLostError):  # the sample call reports it too
+                self.backend.get([future])
+
+    def _add(self, batch: Batch, lag: int) -> None:
+        """Count a batch in and, once ``train_batch_size`` rows are in, put them on the
+        learner's queue (waiting while it is full)."""
+        rows = count_steps(batch, self.workers.local_worker().count_steps_by)
+        self.num_steps_sampled += rows
+        self._sampled_since += rows
+        self._pending.append(batch)
+        self._pending_lags.append(lag)
+        self._pending_rows += rows
+        if self._pending_rows < self.train_batch_size:
+            return
+        train_batch = concat_samples(self._pending)
+        item = (train_batch, self._pending_lags)
+        self._pending, self._pending_lags, self._pending_rows = [], [], 0
+        with self._timed("learner_queue_put"):
+            while True:
+                self._check_learner()
+                try:
+                    self.learner.inqueue.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    self._drain_learner()
+                    if time.monotonic() - self.learner.last_batch_time > self.learner_queue_timeout:
+                        raise RuntimeError(
+                            f"the learner took no batch for {self.learner_queue_timeout:g}s "
+                            "(learner_queue_timeout) with its queue full: it is stuck"
+                        ) from None
+
+    def _drain_learner(self) -> dict[str, Any]:
+        fetches: dict[str, Any] = {}
+        while True:
+            try:
+                rows, fetches, lags = self.learner.outqueue.get_nowait()
+            except queue.Empty:
+                return fetches
+            self.num_steps_trained += rows
+            self._trained_since += rows
+            self.num_learner_updates += 1
+            self.stream.learner_updated()
+            self._lags.extend(lags)
+            self.learner_stats = {pid: r[LEARNER_STATS_KEY] for pid, r in fetches.items()}
+
+    def _check_learner(self) -> None:
+        if self.learner.error is not None:
+            raise RuntimeError(
+                f"the learner thread failed: {self.learner.error!r}"
+            ) from self.learner.error
+        if self._started and not self.learner.is_alive():
+            raise RuntimeError("the learner thread ended unexpectedly")
+
+    def _raise_starved(self) -> None:
+        silent = self.stream.silent(self.learner_queue_timeout)
+        names = [repr(self._remote[i]) for i in silent]
+        raise RuntimeError(
+            f"no batch reached the learner for {self.learner_queue_timeout:g}s "
+            f"(learner_queue_timeout); workers that sent nothing in that time: "
+            f"{', '.join(names) or 'none (the driver could not keep up)'}"
+        )
+
+    # -- reporting and checkpoints ---------------------------------------
+    def stats(self) -> dict[str, Any]:
+        now = time.perf_counter()
+        elapsed = now - self._rates_since
+        if elapsed > 0 and (self._sampled_since or self._trained_since):
+            self._last_rates = {
+                "sampled_steps_per_s": self._sampled_since / elapsed,
+                "trained_steps_per_s": self._trained_since / elapsed,
+            }
+            self._rates_since, self._sampled_since, self._trained_since = now, 0, 0
+        lags, self._lags = self._lags, []
+        return {
+            **super().stats(),
+            **self._last_rates,
+            "num_learner_updates": self.num_learner_updates,
+            "learner_queue_size": self.learner.inqueue.qsize(),
+            "learner_queue_wait_s": round(self.learner.queue_wait_s, 4),
+            "learner_learn_s": round(self.learner.learn_s, 4),
+            "num_replayed_batches": self.learner.num_replayed,
+            "policy_lag_mean": float(np.mean(lags)) if lags else 0.0,
+            "policy_lag_max": int(max(lags)) if lags else 0,
+            "learner": self.learner_stats,
+        }
+
+    def save(self) -> dict[str, Any]:
+        return {**super().save(), "num_learner_updates": self.num_learner_updates}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        super().restore(data)
+        self.num_learner_updates = int(data.get("num_learner_updates", 0))
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the learner thread; wait up to ``timeout`` seconds for the calls still in
+        flight (a worker stuck in a call is left to the backend's shutdown)."""
+        if self.learner.is_alive():
+            self.learner.stop()
+        futures = [*self._weight_calls, *(f for c in self._calls.values() for f in c)]
+        if futures:
+            done, _ = self.backend.wait(futures, num_returns=len(futures), timeout=timeout)
+            for future in done:
+                with contextlib.suppress(RemoteError):
+                    self.backend.get([future])
+        self._weight_calls.clear()
+        for calls in self._calls.values():
+            calls.clear()
+        self._started = False
