@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from hpcrl.algorithms.registry import ALGORITHMS
+
 EXIT_USAGE = 2
 
 EPILOG = """\
@@ -45,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument(
-        "--run", help="algorithm: PG, A2C, A3C, PPO, BC, DQN, SimpleQ, SAC, TD3, DDPG"
-    )
+    train.add_argument("--run", help=f"algorithm: {', '.join(ALGORITHMS)}")
     train.add_argument(
         "--env",
         help="gymnasium id (CartPole-v1), module:EnvId (imports module first), "

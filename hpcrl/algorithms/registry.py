@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 
-from hpcrl.algorithms.config import unknown_key_message
-
 # name -> "module:attribute", imported on demand.
 ALGORITHMS: dict[str, str] = {
     "PG": "hpcrl.algorithms.pg:PGTrainer",
@@ -26,6 +24,9 @@ ALGORITHMS: dict[str, str] = {
 def get_trainer_class(name: str) -> type:
     """The Trainer class registered as ``name`` (e.g. "PG", "A2C")."""
     if name not in ALGORITHMS:
+        # Imported here: this module is read by `hpcrl --help`, which must not wait for torch.
+        from hpcrl.algorithms.config import unknown_key_message
+
         raise ValueError(unknown_key_message("algorithm", name, ALGORITHMS))
     module, _, attribute = ALGORITHMS[name].partition(":")
     return getattr(importlib.import_module(module), attribute)
