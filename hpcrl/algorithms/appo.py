@@ -38,6 +38,7 @@ from hpcrl.algorithms.actor_critic import explained_variance, vf_preds_fetches
 from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.impala import (
     ASYNC_DEFAULTS,
+    LEARNER_DEFAULTS,
     make_async_optimizer,
     make_optimizer,
     validate_async_config,
@@ -54,10 +55,9 @@ from hpcrl.policy.torch_policy import to_numpy, to_torch
 DEFAULT_CONFIG: dict[str, Any] = with_common_config(
     {
         **ASYNC_DEFAULTS,
+        **LEARNER_DEFAULTS,
         # V-trace advantages with a target network (True) or GAE (False).
         "vtrace": False,
-        "vtrace_clip_rho_threshold": 1.0,
-        "vtrace_clip_pg_rho_threshold": 1.0,
         # GAE (vtrace False).
         "use_critic": True,
         "use_gae": True,
@@ -70,14 +70,6 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
         "kl_target": 0.01,
         # Learner updates between refreshes of the target network.
         "target_update_frequency": 1,
-        "opt_type": "adam",
-        "lr": 5e-4,
-        "decay": 0.99,
-        "momentum": 0.0,
-        "epsilon": 0.1,
-        "grad_clip": 40.0,
-        "vf_loss_coeff": 0.5,
-        "entropy_coeff": 0.01,
     }
 )
 

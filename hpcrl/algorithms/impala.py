@@ -69,24 +69,24 @@ ASYNC_DEFAULTS: dict[str, Any] = {
     "replay_buffer_num_slots": 0,
 }
 
-DEFAULT_CONFIG: dict[str, Any] = with_common_config(
-    {
-        **ASYNC_DEFAULTS,
-        # V-trace truncation of the importance ratios for the value targets
-        # (rho bar) and for the policy gradient; None: no truncation.
-        "vtrace_clip_rho_threshold": 1.0,
-        "vtrace_clip_pg_rho_threshold": 1.0,
-        # "adam", or "rmsprop" with decay, momentum and epsilon below.
-        "opt_type": "adam",
-        "lr": 5e-4,
-        "decay": 0.99,
-        "momentum": 0.0,
-        "epsilon": 0.1,
-        "grad_clip": 40.0,
-        "vf_loss_coeff": 0.5,
-        "entropy_coeff": 0.01,
-    }
-)
+# The learner keys IMPALA and APPO share (RLlib's defaults for both).
+LEARNER_DEFAULTS: dict[str, Any] = {
+    # V-trace truncation of the importance ratios for the value targets
+    # (rho bar) and for the policy gradient; None: no truncation.
+    "vtrace_clip_rho_threshold": 1.0,
+    "vtrace_clip_pg_rho_threshold": 1.0,
+    # "adam", or "rmsprop" with decay, momentum and epsilon below.
+    "opt_type": "adam",
+    "lr": 5e-4,
+    "decay": 0.99,
+    "momentum": 0.0,
+    "epsilon": 0.1,
+    "grad_clip": 40.0,
+    "vf_loss_coeff": 0.5,
+    "entropy_coeff": 0.01,
+}
+
+DEFAULT_CONFIG: dict[str, Any] = with_common_config({**ASYNC_DEFAULTS, **LEARNER_DEFAULTS})
 
 
 def make_async_optimizer(workers: WorkerSet, config: dict[str, Any]) -> AsyncSamplesOptimizer:
