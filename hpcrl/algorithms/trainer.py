@@ -329,12 +329,15 @@ class Trainer:
         if self.workers.remote_workers():
             remote_states = self.workers.call_remote("get_state", policy_state="no_weights")
             workers.update({str(i): s for i, s in enumerate(remote_states, start=1)})
+        with self.optimizer.paused():  # a learner thread (IMPALA) waits meanwhile
+            optimizer = self.optimizer.save()
+            policies = {pid: p.get_state() for pid, p in local.policy_map.items()}
         return {
             "iteration": self.iteration,
             "time_total_s": self._time_total,
             "metrics": self._metrics.get_state(),
-            "optimizer": self.optimizer.save(),
-            "policies": {pid: p.get_state() for pid, p in local.policy_map.items()},
+            "optimizer": optimizer,
+            "policies": policies,
             "workers": workers,
             "process_rng": process_rng_state(),
         }
@@ -346,10 +349,11 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self._time_total = float(state["time_total_s"])
         self._metrics.set_state(state["metrics"])
-        self.optimizer.restore(state["optimizer"])
         local = self.workers.local_worker()
-        for pid, policy_state in state["policies"].items():
-            local.get_policy(pid).set_state(policy_state)
+        with self.optimizer.paused():
+            self.optimizer.restore(state["optimizer"])
+            for pid, policy_state in state["policies"].items():
+                local.get_policy(pid).set_state(policy_state)
         local.set_state(state["workers"]["0"])
         remote = self.workers.remote_workers()
         saved = [state["workers"][str(i)] for i in range(1, len(state["workers"]))]

@@ -570,6 +570,10 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
             "learner": self.learner_stats,
         }
 
+    def paused(self) -> threading.Lock:
+        """The learner's weights lock: while held, the learner thread changes nothing."""
+        return self.learner.weights_lock
+
     def save(self) -> dict[str, Any]:
         return {**super().save(), "num_learner_updates": self.num_learner_updates}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -90,6 +91,12 @@ class PolicyOptimizer:
     def restore(self, data: dict[str, Any]) -> None:
         self.num_steps_sampled = int(data["num_steps_sampled"])
         self.num_steps_trained = int(data["num_steps_trained"])
+
+    def paused(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which no learning changes the driver's policies, for reading a
+        consistent state (a checkpoint); nothing to wait for when the optimizer learns
+        only inside ``step()``."""
+        return contextlib.nullcontext()
 
     def stop(self) -> None:
         """Release what the optimizer holds (the workers are stopped by their owner)."""

@@ -178,3 +178,39 @@ def test_rmsprop_and_multi_agent_policies_train():
         assert isinstance(trainer.get_policy("a")._optimizer, torch.optim.RMSprop)
         result = trainer.train()
     assert set(result["info"]["learner"]) == {"a", "b"}
+
+
+def test_sigusr1_checkpoints_and_the_resumed_run_goes_on(tmp_path):
+    import os
+    import signal
+
+    from hpcrl.tune.experiment import Experiment
+    from hpcrl.tune.preemption import TrialPreempted
+
+    config = {
+        **SMALL,
+        "env": "CartPole-v1",
+        "num_workers": 2,
+        "train_batch_size": 100,
+        "min_iter_time_s": 0.0,
+        "timesteps_per_iteration": 300,
+    }
+
+    def signal_at_one(result):
+        if result["training_iteration"] == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def experiment(**kwargs):
+        stop = {"training_iteration": 3}
+        return Experiment("IMPALA", config, stop, local_dir=str(tmp_path), verbose=0, **kwargs)
+
+    with pytest.raises(TrialPreempted, match="SIGUSR1 after iteration 1"):
+        experiment(on_result=signal_at_one).run()
+    resumed = experiment(resume=True)
+    assert resumed.trainer.iteration == 1
+    steps = resumed.trainer.optimizer.num_steps_sampled
+    updates = resumed.trainer.optimizer.num_learner_updates
+    assert steps >= 300 and updates >= 1
+    result = resumed.run()
+    assert result["training_iteration"] == 3 and result["timesteps_total"] >= steps + 600
+    assert result["info"]["num_learner_updates"] > updates
