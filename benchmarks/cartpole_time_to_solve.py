@@ -38,6 +38,7 @@ from typing import Any
 from solve_harness import (
     TUNED,
     SeedResult,
+    add_run_arguments,
     print_machine,
     print_table,
     run_child,
@@ -75,16 +76,7 @@ def parse_args() -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
     )
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one run per seed per system"
-    )
-    parser.add_argument(
-        "--systems",
-        nargs="+",
-        choices=["hpcrl", "sb3"],
-        default=["hpcrl", "sb3"],
-        help="systems to run",
-    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--sb3-budget",
         type=int,
@@ -95,12 +87,6 @@ def parse_args() -> argparse.Namespace:
         "--hpcrl-config",
         default=None,
         help="JSON config merged over the experiment file's (hpcrl train --config)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads in both systems' processes (OMP_NUM_THREADS); 0: torch's default",
     )
     parser.add_argument(
         "--target", type=float, default=0.25, help="required hpcrl / sb3 median wall time"

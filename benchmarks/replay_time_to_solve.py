@@ -36,6 +36,7 @@ from typing import Any
 from solve_harness import (
     TUNED,
     SeedResult,
+    add_run_arguments,
     print_machine,
     print_table,
     run_child,
@@ -86,22 +87,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS), help="tasks to run"
     )
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one run per seed per system"
-    )
-    parser.add_argument(
-        "--systems",
-        nargs="+",
-        choices=["hpcrl", "sb3"],
-        default=["hpcrl", "sb3"],
-        help="systems to run",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads in every process (OMP_NUM_THREADS); 0: torch's default",
-    )
+    add_run_arguments(parser)
     parser.add_argument("--child", choices=sorted(TASKS), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args()

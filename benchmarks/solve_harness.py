@@ -8,6 +8,7 @@ every process gets the same number of torch threads.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -34,6 +35,26 @@ class SeedResult:
     solved: bool
     env_steps: int
     wall_s: float
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--seeds``, ``--systems`` and ``--threads``, as every time-to-solve script takes them."""
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one run per seed per system"
+    )
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=["hpcrl", "sb3"],
+        default=["hpcrl", "sb3"],
+        help="systems to run",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in every process (OMP_NUM_THREADS); 0: torch's default",
+    )
 
 
 def zoo_schedule(value: str | float) -> Any:
