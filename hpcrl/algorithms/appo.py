@@ -16,6 +16,10 @@ workers sampling without pause, a learner thread on the driver):
 - ``use_kl_loss``: add ``kl_coeff * KL(pi_target || pi)``, ``kl_coeff``
   adapting toward ``kl_target`` after every update, as PPO's.
 
+DESIGN.md's layout puts APPO in ``impala.py``; it has a module of its own
+because its loss, target-network mixin and config are its own (it takes the
+asynchronous architecture, V-trace and the optimizer from ``impala``).
+
 A resumed run continues from the saved weights, target network, optimizer
 state and counters, but not bit for bit (arrival order depends on timing).
 
