@@ -92,6 +92,10 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
             "final_epsilon": 0.02,
             "epsilon_timesteps": 10_000,
         },
+        # Ape-X's exploration (Horgan et al. 2018): remote worker i of N keeps
+        # epsilon = 0.4 ** (1 + 7 * i / (N - 1)) (i = 0..N-1) all run, and the driver's
+        # own worker acts greedily; exploration_config is then not used.
+        "per_worker_exploration": False,
         # --- replay (REPLAY_DEFAULTS) ---
         **REPLAY_DEFAULTS,
         "prioritized_replay": True,
@@ -269,14 +273,34 @@ class TargetNetworkMixin:
 def setup_dqn(policy, obs_space, action_space, config) -> None:
     """``before_loss_init``: the target network on the policy's device, the epsilon schedule."""
     policy.target_model.to(policy.device)
-    exploration = {**DEFAULT_CONFIG["exploration_config"], **config["exploration_config"]}
-    policy.epsilon_schedule = PiecewiseSchedule(
-        [
-            [0, exploration["initial_epsilon"]],
-            [max(1, exploration["epsilon_timesteps"]), exploration["final_epsilon"]],
-        ]
-    )
+    if config.get("per_worker_exploration"):
+        epsilon = worker_epsilon(config.get("worker_index", 0), config.get("num_workers") or 0)
+        policy.epsilon_schedule = PiecewiseSchedule([[0, epsilon], [1, epsilon]])
+    else:
+        exploration = {**DEFAULT_CONFIG["exploration_config"], **config["exploration_config"]}
+        policy.epsilon_schedule = PiecewiseSchedule(
+            [
+                [0, exploration["initial_epsilon"]],
+                [max(1, exploration["epsilon_timesteps"]), exploration["final_epsilon"]],
+            ]
+        )
     policy.last_q_values = None
+
+
+def worker_epsilon(worker_index: int, num_workers: int) -> float:
+    """Ape-X's fixed epsilon of a rollout worker: ``0.4 ** (1 + 7 * i / (N - 1))`` for
+    remote worker ``i = worker_index - 1`` of ``N``; 0 (greedy) for the driver's
+    worker (index 0).
+
+    Example:
+        >>> [round(worker_epsilon(w, 3), 4) for w in range(4)]
+        [0.0, 0.4, 0.0162, 0.0007]
+    """
+    if worker_index == 0:
+        return 0.0
+    if num_workers < 2:
+        return 0.4
+    return 0.4 ** (1 + 7 * (worker_index - 1) / (num_workers - 1))
 
 
 def dqn_stats(policy, batch) -> dict[str, Any]:
@@ -329,6 +353,12 @@ def validate_config(config: dict[str, Any]) -> None:
             f"{sorted(DEFAULT_CONFIG['exploration_config'])}"
         )
     check_replay_config(config)
+    if config["per_worker_exploration"] and not config["num_workers"]:
+        raise ValueError(
+            "per_worker_exploration gives each remote worker its own epsilon and the "
+            "driver's worker none: it needs num_workers >= 1 (got "
+            f"{config['num_workers']!r}); set num_workers, or use exploration_config"
+        )
 
 
 def check_replay_config(config: dict[str, Any]) -> None:

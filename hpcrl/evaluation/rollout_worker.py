@@ -156,6 +156,7 @@ class RolloutWorker:
                 **spec.config,
                 "seed": policy_seed,
                 "worker_index": worker_index,
+                "num_workers": num_workers,
             }
             self.policy_map[pid] = spec.policy_class(
                 spec.observation_space, spec.action_space, policy_config

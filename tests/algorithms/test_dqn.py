@@ -231,3 +231,16 @@ def test_dqn_solves_cartpole_v1(one_torch_thread):
     with DQNTrainer(config, env="CartPole-v1") as trainer:
         result = train_until(trainer, 475, 150_000)
     assert result["episode_reward_mean"] >= 475, result["episode_reward_mean"]
+
+
+def test_per_worker_exploration_gives_each_worker_its_ape_x_epsilon():
+    config = {**SMALL, "per_worker_exploration": True, "num_workers": 3}
+    with DQNTrainer(config, env="CartPole-v1") as trainer:
+        trainer.train()
+        epsilons = trainer.workers.foreach_worker(
+            lambda worker: worker.get_policy().epsilon_at(worker.get_policy().global_timestep)
+        )
+    expected = [0.0, 0.4, 0.4 ** (1 + 7 / 2), 0.4**8]  # the driver's worker, then i = 0, 1, 2
+    np.testing.assert_allclose(epsilons, expected)
+    with pytest.raises(ValueError, match="per_worker_exploration .* needs num_workers >= 1"):
+        DQNTrainer({**SMALL, "per_worker_exploration": True, "num_workers": 0}, "CartPole-v1")
