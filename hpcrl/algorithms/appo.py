@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -54,7 +53,7 @@ from hpcrl.evaluation.postprocessing import Postprocessing, compute_gae_for_samp
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY, LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
-from hpcrl.policy.torch_policy import to_numpy, to_torch
+from hpcrl.policy.target_network import TargetNetworkMixin, frozen_copy
 
 DEFAULT_CONFIG: dict[str, Any] = with_common_config(
     {
@@ -125,10 +124,10 @@ def postprocess_appo(policy, batch, other_agent_batches=None, episode=None):
     return compute_gae_for_sample_batch(policy, batch, other_agent_batches, episode)
 
 
-class TargetPolicyMixin:
-    """The target network: refreshed every ``target_update_frequency`` updates, kept
-    in the policy's state; ``kl_coeff`` adapted after every update with
-    ``use_kl_loss``."""
+class APPOUpdatesMixin:
+    """After every update: ``kl_coeff`` adapted (``use_kl_loss``) and, every
+    ``target_update_frequency`` updates, the target network refreshed; the count of
+    updates kept in the policy's state."""
 
     def learn_on_batch(self, samples, **kwargs):
         result = super().learn_on_batch(samples, **kwargs)
@@ -136,22 +135,14 @@ class TargetPolicyMixin:
         if self.config["use_kl_loss"]:
             self.update_kl(result[LEARNER_STATS_KEY]["kl"])
         if self.num_updates % self.config["target_update_frequency"] == 0:
-            self.update_target()
+            self.update_target(tau=1.0)
         return result
 
-    def update_target(self) -> None:
-        self.target_model.load_state_dict(self.model.state_dict())
-
     def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
-        state = super().get_state(include_optimizer)
-        state["target_weights"] = to_numpy(self.target_model.state_dict())
-        state["num_updates"] = self.num_updates
-        return state
+        return {**super().get_state(include_optimizer), "num_updates": self.num_updates}
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
-        if "target_weights" in state:
-            self.target_model.load_state_dict(to_torch(state["target_weights"]))
         self.num_updates = int(state.get("num_updates", self.num_updates))
 
 
@@ -161,9 +152,7 @@ def setup_appo(policy, obs_space, action_space, config) -> None:
         raise ValueError(
             f"target_update_frequency must be >= 1, got {config['target_update_frequency']}"
         )
-    policy.target_model = copy.deepcopy(policy.model)
-    for parameter in policy.target_model.parameters():
-        parameter.requires_grad_(False)
+    policy.target_model = frozen_copy(policy.model)
     policy.num_updates = 0
     policy.kl_coeff = float(config["kl_coeff"])
 
@@ -181,7 +170,7 @@ APPOTorchPolicy = build_torch_policy(
     extra_action_out_fn=vf_preds_fetches,
     before_loss_init=setup_appo,
     optimizer_fn=make_optimizer,
-    mixins=[TargetPolicyMixin, KLCoeffMixin],
+    mixins=[APPOUpdatesMixin, TargetNetworkMixin, KLCoeffMixin],
 )
 
 

@@ -44,7 +44,7 @@ from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 from hpcrl.policy.schedules import PiecewiseSchedule
-from hpcrl.policy.torch_policy import to_numpy, to_torch
+from hpcrl.policy.target_network import TargetNetworkMixin
 from hpcrl.replay import WEIGHTS
 
 Q_VALUES = "q_values"
@@ -243,31 +243,14 @@ def postprocess_n_step(policy, batch, other_agent_batches=None, episode=None):
     return batch
 
 
-class TargetNetworkMixin:
-    """``update_target()``; the target network and epsilon in the policy's state."""
-
-    def update_target(self, tau: float | None = None) -> None:
-        """target = tau * online + (1 - tau) * target (``config["tau"]`` by default)."""
-        tau = self.config["tau"] if tau is None else tau
-        with torch.no_grad():
-            for target, online in zip(self.target_model.parameters(), self.model.parameters()):
-                target.mul_(1.0 - tau).add_(online, alpha=tau)
+class EpsilonGreedyMixin:
+    """The epsilon of the policy's schedule, and it as its exploration state."""
 
     def epsilon_at(self, timestep: int) -> float:
         return self.epsilon_schedule.value(timestep)
 
     def get_exploration_state(self) -> dict[str, Any]:
         return {"cur_epsilon": self.epsilon_at(self.global_timestep)}
-
-    def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
-        state = super().get_state(include_optimizer)
-        state["target_weights"] = to_numpy(self.target_model.state_dict())
-        return state
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)
-        if "target_weights" in state:
-            self.target_model.load_state_dict(to_torch(state["target_weights"]))
 
 
 def setup_dqn(policy, obs_space, action_space, config) -> None:
@@ -320,7 +303,7 @@ DQNTorchPolicy = build_torch_policy(
     make_model=make_q_models,
     action_sampler_fn=epsilon_greedy,
     before_loss_init=setup_dqn,
-    mixins=[TargetNetworkMixin],
+    mixins=[TargetNetworkMixin, EpsilonGreedyMixin],
 )
 
 
