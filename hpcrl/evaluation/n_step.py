@@ -67,11 +67,7 @@ def compute_n_step(batch: SampleBatch, n_step: int, gamma: float) -> SampleBatch
     missing = [key for key in _REQUIRED if key not in batch]
     if missing:
         raise KeyError(f"compute_n_step needs columns {list(_REQUIRED)}; the batch lacks {missing}")
-    bounds = (
-        batch.trajectory_bounds()
-        if SampleBatch.EPS_ID in batch
-        else np.array([0, batch.count], dtype=np.int64)
-    )
+    bounds = batch.trajectory_bounds()
     rows = np.arange(batch.count)
     last_row = np.repeat(bounds[1:] - 1, np.diff(bounds))
     steps = np.minimum(n_step, last_row - rows + 1)

@@ -95,11 +95,7 @@ def compute_advantages(
     """
     if use_gae and not use_critic:
         raise ValueError("use_gae=True needs a critic; pass use_critic=True or use_gae=False")
-    bounds = (
-        batch.trajectory_bounds()
-        if SampleBatch.EPS_ID in batch
-        else np.array([0, batch.count], dtype=np.int64)
-    )
+    bounds = batch.trajectory_bounds()
     num = len(bounds) - 1
     last_r = np.broadcast_to(np.asarray(last_r, dtype=np.float64), (num,))
     rewards = batch[SampleBatch.REWARDS].astype(np.float64)
@@ -130,11 +126,7 @@ def bootstrap_values(policy: Policy, batch: SampleBatch) -> np.ndarray:
     that did not terminate (truncated by a time limit or cut at the end of the
     fragment), so truncation bootstraps from the true final observation.
     """
-    bounds = (
-        batch.trajectory_bounds()
-        if SampleBatch.EPS_ID in batch
-        else np.array([0, batch.count], dtype=np.int64)
-    )
+    bounds = batch.trajectory_bounds()
     last_rows = bounds[1:] - 1
     last_r = np.zeros(len(last_rows), dtype=np.float32)
     if batch.count == 0:

@@ -203,19 +203,7 @@ def batch_layout(batch: SampleBatch) -> Sequences:
         >>> batch_layout(batch).index.tolist()
         [[0, 2], [1, 0]]
     """
-    # The id columns as numpy (a loss's batch holds tensors, maybe on a GPU).
-    ids = {
-        key: np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value)
-        for key, value in batch.items()
-        if key in (SampleBatch.EPS_ID, SampleBatch.AGENT_INDEX)
-    }
-    bounds = (
-        SampleBatch(ids).trajectory_bounds()
-        if SampleBatch.EPS_ID in ids
-        else np.array([0, batch.count], dtype=np.int64)
-    )
-    if batch.count == 0:
-        bounds = bounds[:1]
+    bounds = batch.trajectory_bounds()
     return sequence_layout(bounds[:-1], np.diff(bounds))
 
 

@@ -150,16 +150,23 @@ class SampleBatch(dict):
     def trajectory_bounds(self) -> np.ndarray:
         """Start row of each trajectory (runs of equal ``eps_id`` and, where the batch
         has it, equal ``agent_index``: two agents of one episode sharing a policy are
-        two trajectories), plus ``count`` at the end."""
+        two trajectories), plus ``count`` at the end. A batch without ``eps_id`` is one
+        trajectory."""
         if self.count == 0:
             return np.zeros(1, dtype=np.int64)
-        eps = self[self.EPS_ID]
+        if self.EPS_ID not in self:
+            return np.array([0, self.count], dtype=np.int64)
+        eps = self._id_column(self.EPS_ID)
         changed = eps[1:] != eps[:-1]
-        agents = dict.get(self, self.AGENT_INDEX)
-        if agents is not None:
+        if self.AGENT_INDEX in self:
+            agents = self._id_column(self.AGENT_INDEX)
             changed |= agents[1:] != agents[:-1]
         starts = np.flatnonzero(changed) + 1
         return np.concatenate(([0], starts, [self.count])).astype(np.int64)
+
+    def _id_column(self, key: str) -> np.ndarray:
+        """An id column (``eps_id``, ``agent_index``) as a numpy array."""
+        return self[key]
 
     def split_by_episode(self) -> list[SampleBatch]:
         """One batch per trajectory (see ``trajectory_bounds``)."""

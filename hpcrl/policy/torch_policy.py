@@ -424,6 +424,9 @@ class _TensorBatch(SampleBatch):
         index = torch.as_tensor(indices, device=next(iter(self.values())).device)
         return _TensorBatch({k: v[index] for k, v in self.items()})
 
+    def _id_column(self, key: str) -> np.ndarray:
+        return self[key].cpu().numpy()
+
     def _dones(self) -> torch.Tensor:
         terminated = dict.get(self, self.TERMINATEDS)
         truncated = dict.get(self, self.TRUNCATEDS)
