@@ -9,11 +9,11 @@ Each worker rank holds one ready 500-row CartPole-shaped ``SampleBatch`` (ten
 columns, about 35 KB), made once up front, so nothing but the transfer is
 timed. Two ways of moving it to rank 0 are timed for ``--seconds`` each:
 
-- hpcrl: the streaming pattern of ``AsyncSamplesOptimizer`` (IMPALA). Rank 0
-  keeps ``--in-flight`` ``sample`` calls queued on each worker
-  (``backend.call([actor], "sample")``), waits for the oldest call of any
-  worker (``backend.wait(..., num_returns=1)``), takes its batch
-  (``backend.get``) and queues that worker's next call at once;
+- hpcrl: the streaming pattern of ``AsyncSamplesOptimizer`` (IMPALA), a
+  ``backend.stream(actors, "sample")``: each worker rank runs ``sample`` and
+  sends the batch unasked while it holds credits; rank 0 grants each worker
+  ``--in-flight`` credits, takes batches as they arrive (``stream.take``) and
+  grants one credit back for each;
 - raw: from inside one actor call, each worker ``Send``s the batch's packed
   message (``_pack(batch)``, the bytes the backend sends) a fixed number of
   times to rank 0, which ``Recv``s each into one preallocated buffer from
@@ -38,7 +38,6 @@ import os
 import platform
 import statistics
 import time
-from collections import deque
 
 import mpi4py
 import numpy as np
@@ -57,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per block and kind")
     parser.add_argument("--blocks", type=int, default=3, help="blocks of each kind, alternating")
-    parser.add_argument("--in-flight", type=int, default=2, help="sample calls queued per worker")
+    parser.add_argument("--in-flight", type=int, default=2, help="credits per worker")
     parser.add_argument("--rows", type=int, default=500, help="rows per sample batch")
     parser.add_argument("--target", type=float, default=0.5, help="least hpcrl/raw ratio")
     return parser.parse_args()
@@ -101,26 +100,19 @@ class BatchServer:
 
 def stream_block(backend, actors: list, in_flight: int, seconds: float) -> tuple[int, float]:
     """(batches, seconds) taken in by rank 0 as ``AsyncSamplesOptimizer`` takes them."""
+    stream = backend.stream(actors, "sample")
     start = time.perf_counter()
     deadline = start + seconds
-    calls = [deque() for _ in actors]
-    for actor, queued in zip(actors, calls):
-        for _ in range(in_flight):
-            queued.extend(backend.call([actor], "sample"))
+    for index in range(len(actors)):
+        stream.grant(index, in_flight)
     batches = 0
     while (now := time.perf_counter()) < deadline:
-        oldest = [queued[0] for queued in calls]
-        done, _ = backend.wait(oldest, num_returns=1, timeout=deadline - now)
-        ready = {id(future) for future in done}
-        for actor, queued in zip(actors, calls):
-            if id(queued[0]) not in ready:
-                continue
-            backend.get([queued.popleft()])
+        for index, future in stream.take(timeout=deadline - now):
+            future.result()
             batches += 1
-            queued.extend(backend.call([actor], "sample"))
+            stream.grant(index)
     elapsed = time.perf_counter() - start
-    for queued in calls:  # the calls still queued, so the workers are idle for the next block
-        backend.get(list(queued))
+    stream.close()  # the workers stop streaming and are idle for the next block
     return batches, elapsed
 
 
@@ -178,7 +170,7 @@ def main() -> None:
     print(
         f"{len(actors)} worker rank(s) -> rank 0; batch of {args.rows} rows, {len(batch.keys())} "
         f"columns, {payload:,} bytes of arrays, {nbytes:,} bytes packed; "
-        f"{args.in_flight} sample calls in flight per worker"
+        f"{args.in_flight} credits per worker"
     )
 
     stream_block(backend, actors, args.in_flight, min(0.5, args.seconds))  # warm-up
@@ -197,7 +189,7 @@ def main() -> None:
     raw_median = statistics.median(raw_rates)
     ratio = hpcrl_median / raw_median
     print(f"median of {args.blocks} blocks of {args.seconds:g} s each:")
-    print(f"  hpcrl streaming (wait/get/re-queue) : {rates(hpcrl_median, nbytes)}")
+    print(f"  hpcrl backend.stream                : {rates(hpcrl_median, nbytes)}")
     print(f"  raw mpi4py Send -> Recv             : {rates(raw_median, nbytes)}")
     verdict = "PASS" if ratio >= args.target else "FAIL"
     print(f"  ratio hpcrl/raw {ratio:.2f} (target >= {args.target:g}) -> {verdict}")

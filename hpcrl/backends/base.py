@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import signal
 import traceback
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -112,6 +113,9 @@ class Backend:
     - ``get(futures)`` returns the results in order (raising ``RemoteError``).
     - ``broadcast(actors, method, payload)`` calls ``method(payload)`` on every
       actor, serialising ``payload`` once.
+    - ``stream(actors, method, *args, **kwargs)``: the actors run ``method`` over
+      and over and push each result to the driver as it is ready, within the
+      credits the driver grants (see ``Stream``).
     - ``kill(actor)``, ``restart(actor)``, ``shutdown()``.
     - ``is_alive(actor)``: False once the actor's process is known to be gone
       (calls to it raise ``WorkerLostError``; ``restart`` makes it anew).
@@ -138,6 +142,15 @@ class Backend:
     def broadcast(self, actors: Sequence[Any], method: str, payload: Any) -> None:
         self.get(self.call(actors, method, payload))
 
+    def stream(self, actors: Sequence[Any], method: str, *args: Any, **kwargs: Any) -> Stream:
+        """A ``Stream`` of ``method(*args, **kwargs)`` results from each of ``actors``.
+
+        Nothing runs until credits are granted (``Stream.grant``). This default
+        keeps one queued call per credit (``call``/``wait``); the MPI backend
+        streams for real (the worker rank sends each result unasked).
+        """
+        return CallStream(self, actors, method, args, kwargs)
+
     def max_actors(self) -> int | None:
         """How many actors this backend can hold (None: no fixed limit)."""
         return None
@@ -161,3 +174,124 @@ class Backend:
 
     def shutdown(self) -> None:
         """Stop every actor this backend started."""
+
+
+class Stream:
+    """Results of one method that each actor runs over and over, pushed as they come.
+
+    Flow control is by credits: an actor runs the method only while it holds a
+    credit, and each result uses one. The driver grants an actor its first
+    credits, then one more each time it has taken one of its results, so an
+    actor never has more results produced or under way than it was granted
+    (back-pressure: a fast actor cannot fill the driver's memory). Calls made
+    to an actor with ``Backend.call`` between results run in the order sent,
+    between two runs of the method.
+
+    Actors are named by their index in ``actors``.
+
+    Example:
+        >>> from hpcrl.backends.local import LocalBackend
+        >>> backend = LocalBackend()
+        >>> actors = backend.spawn(iter, [10, 20, 30], count=2)
+        >>> stream = backend.stream(actors, "__next__")
+        >>> stream.grant(0, 2); stream.grant(1)
+        >>> [(i, f.result()) for i, f in stream.take(timeout=1.0)]
+        [(0, 10), (0, 20), (1, 10)]
+        >>> stream.close()
+    """
+
+    def __init__(self, actors: Sequence[Any], method: str) -> None:
+        self.actors = list(actors)
+        self.method = method
+
+    def grant(self, index: int, credits: int = 1) -> None:
+        """Actor ``index`` may produce ``credits`` more results."""
+        raise NotImplementedError("abstract")
+
+    def take(self, timeout: float) -> list[tuple[int, Future]]:
+        """The results that have arrived, as ``(actor index, done future)`` in the order
+        each actor produced them; waits up to ``timeout`` seconds for the first one
+        (empty list if none came). A future raises ``RemoteError`` if the method
+        failed there (``WorkerLostError`` if the actor's process is gone)."""
+        raise NotImplementedError("abstract")
+
+    def in_flight(self, index: int) -> int:
+        """Credits of actor ``index`` whose results have not been taken yet."""
+        raise NotImplementedError("abstract")
+
+    def reset(self, index: int) -> None:
+        """Actor ``index`` was re-created: forget its credits and results in flight."""
+        raise NotImplementedError("abstract")
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop every actor's stream; wait up to ``timeout`` seconds for the results
+        under way and drop them (their failures included)."""
+        raise NotImplementedError("abstract")
+
+
+class CallStream(Stream):
+    """A ``Stream`` made of ordinary calls: one queued ``method`` call per credit.
+
+    An actor runs its calls in order, so with two or more credits it finds its
+    next call waiting when it finishes one and never waits for the driver; the
+    price is one request message per result. Used by the local and Dask
+    backends (on Dask: actor futures, waited on together).
+    """
+
+    def __init__(
+        self, backend: Backend, actors: Sequence[Any], method: str, args: tuple, kwargs: dict
+    ) -> None:
+        super().__init__(actors, method)
+        self.backend = backend
+        self.args = args
+        self.kwargs = kwargs
+        self._calls: list[deque[Future]] = [deque() for _ in self.actors]
+
+    def grant(self, index: int, credits: int = 1) -> None:
+        actor = [self.actors[index]]
+        for _ in range(credits):
+            self._calls[index].extend(
+                self.backend.call(actor, self.method, *self.args, **self.kwargs)
+            )
+
+    def take(self, timeout: float) -> list[tuple[int, Future]]:
+        oldest = [calls[0] for calls in self._calls if calls]
+        if not oldest:
+            return []
+        done, _ = self.backend.wait(oldest, num_returns=1, timeout=timeout)
+        if not done:
+            return []
+        items = []
+        for index, calls in enumerate(self._calls):
+            while calls and calls[0].done():
+                items.append((index, _settled(self.backend, calls.popleft())))
+        return items
+
+    def in_flight(self, index: int) -> int:
+        return len(self._calls[index])
+
+    def reset(self, index: int) -> None:
+        self._drop(list(self._calls[index]), timeout=0.0)
+        self._calls[index].clear()
+
+    def close(self, timeout: float = 60.0) -> None:
+        futures = [f for calls in self._calls for f in calls]
+        self._drop(futures, timeout)
+        for calls in self._calls:
+            calls.clear()
+
+    def _drop(self, futures: list[Future], timeout: float) -> None:
+        if not futures:
+            return
+        done, _ = self.backend.wait(futures, num_returns=len(futures), timeout=timeout)
+        for future in done:
+            _settled(self.backend, future)
+
+
+def _settled(backend: Backend, future: Future) -> CompletedFuture:
+    """A done future's value or error, held in a ``CompletedFuture``."""
+    try:
+        [value] = backend.get([future])
+    except RemoteError as err:
+        return CompletedFuture(error=err)
+    return CompletedFuture(value)

@@ -19,6 +19,12 @@ times as long per message. ``broadcast`` packs its payload (weights) once, the
 same way, and sends it as one ``Bcast`` of that byte buffer. Waiting for any
 result is ``Improbe`` on ``ANY_SOURCE``.
 
+Streams (``MPIStream``, used by IMPALA/APPO): a worker rank given credits runs
+the stream's method over and over, sending each result to rank 0 as soon as
+it is made, with no request for it; between two results it carries out the
+requests that came in (weights, more credits). Rank 0 sends one small credit
+message per result it takes.
+
 Failure: an exception in an actor comes back to rank 0 as a ``RemoteError``
 naming the rank and carrying its traceback. An exception that leaves rank 0
 uncaught ends the whole job at once (``Abort``) with a non-zero exit code,
@@ -29,6 +35,7 @@ so no rank is left waiting. A call not answered within ``timeout_s`` raises
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copyreg
 import io
 import itertools
@@ -48,14 +55,18 @@ import numpy as np
 from hpcrl.backends.base import (
     PREEMPTION_SIGNALS,
     Backend,
+    CompletedFuture,
     Future,
     RemoteError,
+    Stream,
     WorkerTimeoutError,
     picklable_error,
 )
+from hpcrl.policy.sample_batch import SampleBatch, _rebuild_sample_batch
 
 TAG_REQUEST = 11
 TAG_RESULT = 12
+TAG_STREAM = 13  # a stream's results, sent by worker ranks unasked (see MPIStream)
 # call ids of a broadcast's request: its targets answer only a failure, under
 # BROADCAST; the other ranks only join the Bcast
 BROADCAST = -2
@@ -85,33 +96,42 @@ _HEAD = struct.Struct("<qq")  # a message starts with: length of the pickle stre
 # offset of the array region (0: no arrays); the stream follows, then the region
 
 
-def _aligned(offset: int) -> int:
-    return -(-offset // _ALIGN) * _ALIGN
-
-
 class _Packer:
     """Packs objects into messages; one per thread, its pickler reused from call to call.
 
     A numpy array is reduced (through the pickler's dispatch table, so no Python
     runs for any other object) to its dtype, shape and offset in the message's
-    array region, and its bytes are copied there once after the stream is made.
-    A plain class held by a ``threading.local``, not a ``threading.local``
-    itself: every attribute of one costs a per-thread lookup, and the reduction
-    runs once per array.
+    array region, and a ``SampleBatch`` to its keys and one such entry per
+    column. The message is then made by one ``bytes.join`` of the header, the
+    stream and the arrays (with padding to align each), the arrays' bytes
+    copied once, by C. A plain class held by a ``threading.local``, not a
+    ``threading.local`` itself: every attribute of one costs a per-thread
+    lookup, and the reductions run once per array.
     """
 
     def __init__(self) -> None:
         self.file = io.BytesIO()
         self.pickler = pickle.Pickler(self.file, 5)
         self.pickler.dispatch_table = self.table(copyreg.dispatch_table)
-        self.arrays: list[tuple[np.ndarray, int]] = []
-        self.size = 0
+        self.parts: list[Any] = []  # the array region: arrays and padding, in order
+        self.size = 0  # bytes in the array region so far
         self.busy = False
 
     def table(self, base: Any) -> dict:
         table = dict(base)
         table[np.ndarray] = self.reduce_array
+        table[SampleBatch] = self.reduce_batch
         return table
+
+    def place(self, array: np.ndarray) -> int:
+        """Add ``array`` (C-contiguous) to the array region; its offset there."""
+        size = self.size
+        pad = -size % _ALIGN
+        if pad:
+            self.parts.append(_PADS[pad])
+        self.parts.append(array)
+        self.size = size + pad + array.nbytes
+        return size + pad
 
     def reduce_array(self, array: np.ndarray) -> tuple:
         dtype = array.dtype
@@ -119,33 +139,57 @@ class _Packer:
             return array.__reduce_ex__(5)
         if not array.flags.c_contiguous:
             array = np.ascontiguousarray(array)
-        offset = _aligned(self.size)
-        self.arrays.append((array, offset))
-        self.size = offset + array.nbytes
+        if dtype.kind in "mM":  # datetimes have no buffer format: their bytes
+            offset = self.place(array.reshape(-1).view(np.uint8))
+        else:
+            offset = self.place(array)
         return _array_in_message, (offset, _dtype_code(dtype), array.shape)
+
+    def reduce_batch(self, batch: SampleBatch) -> tuple:
+        """A sample batch in one reduction: its keys and, per column, dtype, shape
+        and offset (several times faster to pack and unpack than a reduction per
+        array, which matters for the many small batches of a stream)."""
+        parts, size = len(self.parts), self.size
+        specs = []
+        for array in batch.values():
+            code = _PLAIN_CODES.get(array.dtype)
+            if code is None:
+                code = _plain_code(array.dtype)
+            if code is None or not array.flags.c_contiguous:  # the general way
+                del self.parts[parts:]
+                self.size = size
+                return _rebuild_sample_batch, (dict(batch),)
+            specs.append((code, array.shape, self.place(array)))
+        return _batch_in_message, (tuple(batch.keys()), tuple(specs))
 
     def pack(self, obj: Any) -> np.ndarray:
         if self.busy:  # an object's reduction packs another message
             return _Packer().pack(obj)
-        self.busy, self.arrays, self.size = True, [], 0
+        self.busy, self.parts, self.size = True, [], 0
         file = self.file
         file.seek(0)
         file.truncate()
         try:
             self.pickler.dump(obj)
         except Exception:  # noqa: BLE001 - lambdas, closures, classes made at run time
-            self.arrays, self.size = [], 0
+            self.parts, self.size = [], 0
             file.seek(0)
             file.truncate()
             self.cloudpickler(file).dump(obj)
         finally:
             self.pickler.clear_memo()
             self.busy = False
-        if not self.arrays:  # header and stream only: one concatenation
-            stream = file.getvalue()
-            length = len(stream)
-            return np.frombuffer(_HEAD.pack(length, 0) + stream, np.uint8)
-        return self.layout(file.getbuffer())
+        stream = file.getbuffer()
+        length = len(stream)
+        if not self.parts:  # header and stream only
+            message = _HEAD.pack(length, 0) + stream
+        else:
+            pad = -(_HEAD.size + length) % _ALIGN
+            head = _HEAD.pack(length, _HEAD.size + length + pad)
+            message = b"".join([head, stream, _PADS[pad], *self.parts])
+            self.parts = []
+        stream.release()
+        return np.frombuffer(message, np.uint8)
 
     def cloudpickler(self, file: io.BytesIO) -> pickle.Pickler:
         """cloudpickle (a gymnasium dependency) for what plain pickle cannot do."""
@@ -155,24 +199,8 @@ class _Packer:
         pickler.dispatch_table = self.table(pickler.dispatch_table)
         return pickler
 
-    def layout(self, stream: memoryview) -> np.ndarray:
-        length = len(stream)
-        start = _aligned(_HEAD.size + length)
-        out = np.empty(start + self.size, dtype=np.uint8)
-        _HEAD.pack_into(out, 0, length, start)
-        view = memoryview(out)
-        view[_HEAD.size : _HEAD.size + length] = stream
-        stream.release()
-        for array, offset in self.arrays:
-            begin = start + offset
-            try:
-                view[begin : begin + array.nbytes] = memoryview(array).cast("B")
-            except (TypeError, ValueError):  # dtypes without a buffer format (datetime64)
-                out[begin : begin + array.nbytes] = array.reshape(-1).view(np.uint8)
-        self.arrays = []
-        return out
 
-
+_PADS = [bytes(n) for n in range(_ALIGN)]
 _packers = threading.local()  # .packer: this thread's _Packer
 _region = threading.local()  # .current: the array region of the message being unpacked
 _DTYPE_CODES: dict[np.dtype, str] = {}
@@ -195,9 +223,29 @@ def _array_in_message(offset: int, dtype: Any, shape: tuple[int, ...]) -> np.nda
     return np.ndarray(shape, dtype, _region.current, offset)
 
 
+_PLAIN_CODES: dict[np.dtype, str] = {}  # dtypes of plain numbers, bools, strings
+
+
+def _plain_code(dtype: np.dtype) -> str | None:
+    """The short string of a dtype without objects or fields (kept), else None."""
+    if dtype.hasobject or dtype.names is not None:
+        return None
+    if len(_PLAIN_CODES) < 256:
+        _PLAIN_CODES[dtype] = dtype.str
+    return dtype.str
+
+
+def _batch_in_message(keys: tuple[str, ...], specs: tuple[tuple, ...]) -> SampleBatch:
+    region = _region.current
+    batch = SampleBatch.__new__(SampleBatch)
+    columns = [np.ndarray(shape, code, region, offset) for code, shape, offset in specs]
+    dict.update(batch, zip(keys, columns))
+    return batch
+
+
 def _pack(obj: Any) -> np.ndarray:
-    """``obj`` as one byte array, so that a message is a single MPI message: its
-    pickle stream, then the bytes of each numpy array in it.
+    """``obj`` as one (read-only) byte array, so that a message is a single MPI
+    message: its pickle stream, then the bytes of each numpy array in it.
 
     Arrays never go through pickle (the stream holds only their dtype, shape and
     place); they are copied once, into this array. Sending one message, not a
@@ -241,7 +289,10 @@ class _Outbox:
         self._sending: list[tuple[Any, np.ndarray]] = []
 
     def send(self, obj: Any, dest: int, tag: int) -> None:
-        buffer = _pack(obj)
+        self.send_packed(_pack(obj), dest, tag)
+
+    def send_packed(self, buffer: np.ndarray, dest: int, tag: int) -> None:
+        """Send a message made by ``_pack`` (several sends may share one buffer)."""
         self._sending.append((self.comm.Isend(buffer, dest=dest, tag=tag), buffer))
         self.progress()
 
@@ -335,12 +386,16 @@ class MPIBackend(Backend):
     ) -> None:
         mpi = _import_mpi()
         self.MPI = mpi
-        self.comm = comm if comm is not None else mpi.COMM_WORLD
+        comm = comm if comm is not None else mpi.COMM_WORLD
+        if comm.Get_size() < 2:
+            raise ValueError(f"backend='mpi' found 1 MPI rank; {LAUNCH_HINT}")
+        _set_torch_threads(comm, num_torch_threads)
+        # The backend's own copy of the communicator (a collective, on every rank):
+        # its messages cannot meet the program's own, so rank 0 takes whatever
+        # arrives (answers, stream results) with one probe for any tag.
+        self.comm = comm.Dup()
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        if self.size < 2:
-            raise ValueError(f"backend='mpi' found 1 MPI rank; {LAUNCH_HINT}")
-        _set_torch_threads(self.comm, num_torch_threads)
         if self.rank != 0:
             serve(self.comm)
             raise SystemExit(0)
@@ -353,6 +408,12 @@ class MPIBackend(Backend):
         self._closed = False
         self._status = mpi.Status()
         self._outbox = _Outbox(self.comm)
+        # streams: each start of a stream on a rank has its own id, so that results
+        # of an earlier start (before a restart) are told apart and dropped
+        self._stream_starts = itertools.count()
+        self._stream_routes: dict[int, tuple[MPIStream, int]] = {}  # start id -> (stream, index)
+        self._stream_received: dict[int, int] = {}  # start id -> results received
+        self._streams: list[MPIStream] = []
         _abort_on_uncaught_exception(self.comm)
         atexit.register(self.shutdown)
 
@@ -408,6 +469,14 @@ class MPIBackend(Backend):
             self._outbox.send(("__bcast__", call_id, method, buffer.nbytes), rank, TAG_REQUEST)
         self.comm.Bcast(buffer, root=0)
 
+    def stream(
+        self, actors: Sequence[MPIActor], method: str, *args: Any, **kwargs: Any
+    ) -> MPIStream:
+        """Each actor's rank runs ``method`` and sends its results unasked; see ``MPIStream``."""
+        stream = MPIStream(self, actors, method, args, kwargs)
+        self._streams.append(stream)
+        return stream
+
     def kill(self, actor: MPIActor) -> None:
         """Stop the actor; its rank is free for the next ``spawn``."""
         self.get([self._request(actor.rank, "__stop__", None)])
@@ -425,7 +494,11 @@ class MPIBackend(Backend):
         """Collect answers still on their way, then let every worker rank exit."""
         if self._closed:
             return
-        self._closed = True
+        try:
+            for stream in list(self._streams):
+                stream.close(timeout=10.0)
+        finally:
+            self._closed = True
         try:
             waited = list(self._pending.values())
             self._wait_for(waited, len(waited), 60.0, False)
@@ -446,11 +519,15 @@ class MPIBackend(Backend):
         return future
 
     def _receive(self) -> bool:
-        """Take one answer off the wire; False if none is there."""
+        """Take one message (an answer or a stream result) off the wire; False if none
+        is there."""
         status = self._status
-        found, message = _try_receive(self.comm, self.MPI.ANY_SOURCE, TAG_RESULT, status)
+        found, message = _try_receive(self.comm, self.MPI.ANY_SOURCE, self.MPI.ANY_TAG, status)
         if not found:
             return False
+        if status.Get_tag() == TAG_STREAM:
+            self._route(message, status.Get_source())
+            return True
         call_id, ok, value, remote_tb = message
         if call_id == BROADCAST:  # applying a broadcast payload failed
             method, error = value
@@ -461,6 +538,21 @@ class MPIBackend(Backend):
             value = RemoteError(where, value, remote_tb)
         self._results[call_id] = (ok, value)
         return True
+
+    def _route(self, message: tuple, source: int) -> None:
+        """Hand a stream result to its stream (dropped if its start was reset or closed)."""
+        start, ok, value, remote_tb = message
+        route = self._stream_routes.get(start)
+        if route is None:
+            return
+        self._stream_received[start] += 1
+        stream, index = route
+        if ok:
+            stream._inbox.append((index, CompletedFuture(value)))
+        else:
+            where = f"MPI rank {source} ({stream.method}, streamed)"
+            error = RemoteError(where, value, remote_tb)
+            stream._inbox.append((index, CompletedFuture(error=error)))
 
     def _drain(self) -> None:
         self._outbox.progress()
@@ -491,6 +583,111 @@ class MPIBackend(Backend):
                     (f.method for f in late),
                 )
             backoff.pause()
+
+
+class MPIStream(Stream):
+    """A stream whose worker ranks send each result unasked (``Backend.stream``).
+
+    ``grant`` sends a rank its credits: the first grant starts the stream there
+    (one request carrying the method and its arguments), later ones are small
+    credit messages. The rank runs the method while it holds credits, sending
+    each result under ``TAG_STREAM`` without waiting (``Isend``); between two
+    results it carries out any requests that came in, in order. ``take`` drains
+    what has arrived (answers to ordinary calls too).
+    """
+
+    def __init__(
+        self,
+        backend: MPIBackend,
+        actors: Sequence[MPIActor],
+        method: str,
+        args: tuple,
+        kwargs: dict,
+    ) -> None:
+        super().__init__(actors, method)
+        self.backend = backend
+        self.args = args
+        self.kwargs = kwargs
+        self._start: list[int | None] = [None] * len(self.actors)  # start id on each rank
+        self._credit: list[np.ndarray | None] = [None] * len(self.actors)  # its credit message
+        self._granted = [0] * len(self.actors)
+        self._taken = [0] * len(self.actors)
+        self._inbox: list[tuple[int, Future]] = []
+
+    def grant(self, index: int, credits: int = 1) -> None:
+        backend = self.backend
+        if backend._closed:
+            raise RuntimeError("the MPI backend was shut down")
+        rank = self.actors[index].rank
+        start = self._start[index]
+        if start is None:
+            if self not in backend._streams:  # granted again after close()
+                backend._streams.append(self)
+            start = self._start[index] = next(backend._stream_starts)
+            backend._stream_routes[start] = (self, index)
+            backend._stream_received[start] = 0
+            self._credit[index] = _pack(("__credit__", -1, (start, 1), None))
+            payload = (start, self.method, self.args, self.kwargs, credits)
+            backend._outbox.send(("__stream__", -1, payload, None), rank, TAG_REQUEST)
+        elif credits == 1:  # the common case: the message made at the start
+            backend._outbox.send_packed(self._credit[index], rank, TAG_REQUEST)
+        else:
+            backend._outbox.send(("__credit__", -1, (start, credits), None), rank, TAG_REQUEST)
+        self._granted[index] += credits
+
+    def take(self, timeout: float) -> list[tuple[int, Future]]:
+        backend = self.backend
+        deadline = time.monotonic() + timeout
+        backoff = _Backoff()
+        while True:
+            backend._drain()
+            if self._inbox or time.monotonic() >= deadline:
+                break
+            backoff.pause()
+        items, self._inbox = self._inbox, []
+        for index, _ in items:
+            self._taken[index] += 1
+        return items
+
+    def in_flight(self, index: int) -> int:
+        return self._granted[index] - self._taken[index]
+
+    def reset(self, index: int) -> None:
+        start = self._start[index]
+        if start is not None:
+            self.backend._stream_routes.pop(start, None)
+            self.backend._stream_received.pop(start, None)
+        self._start[index] = self._credit[index] = None
+        self._granted[index] = self._taken[index] = 0
+        self._inbox = [item for item in self._inbox if item[0] != index]
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the stream on each rank (each answers how many results it sent), then
+        receive those still on the wire, up to ``timeout`` seconds, and drop them."""
+        backend = self.backend
+        started = [(i, start) for i, start in enumerate(self._start) if start is not None]
+        if started and not backend._closed:
+            futures = [
+                backend._request(self.actors[i].rank, "__unstream__", start) for i, start in started
+            ]
+            done, _ = backend.wait(futures, num_returns=len(futures), timeout=timeout)
+            sent = {}
+            for (_, start), future in zip(started, futures):
+                if future in done:
+                    with contextlib.suppress(RemoteError):
+                        sent[start] = future.result()
+            deadline = time.monotonic() + timeout
+            backoff = _Backoff()
+            received = backend._stream_received
+            while time.monotonic() < deadline and any(
+                received[start] < count for start, count in sent.items()
+            ):
+                backend._drain()
+                backoff.pause()
+        for index in range(len(self.actors)):
+            self.reset(index)
+        if self in backend._streams:
+            backend._streams.remove(self)
 
 
 class _Backoff:
@@ -525,8 +722,16 @@ def serve(comm: Any) -> None:
     server = _Server(comm)
     status = _import_mpi().Status()
     try:
-        while server.handle(*_next_request(comm, status)):
-            pass
+        while True:
+            if server.credits > 0:  # streaming: requests that came in first, then a result
+                found, request = _try_receive(comm, 0, TAG_REQUEST, status)
+                if not found:
+                    server.produce()
+                    continue
+            else:
+                request = _next_request(comm, status)
+            if not server.handle(*request):
+                break
     except BaseException:
         rank = comm.Get_rank()
         sys.stderr.write(f"hpcrl: MPI rank {rank} failed outside an actor call:\n")
@@ -558,6 +763,11 @@ class _Server:
         self.comm = comm
         self.actor: Any = None
         self.outbox = _Outbox(comm)
+        # the stream this rank runs: (start id, method, args, kwargs), its credits
+        # left, and the results it has sent
+        self.stream: tuple | None = None
+        self.credits = 0
+        self.streamed = 0
 
     def handle(self, method: str, call_id: int, payload: Any, bcast_nbytes: int | None) -> bool:
         """Carry out one request; False once the driver has shut the job down."""
@@ -570,6 +780,15 @@ class _Server:
             value = self._join_broadcast(bcast_nbytes)
             if call_id == BROADCAST:  # this rank's actor is one of the targets
                 self._answer(call_id, lambda: getattr(self.actor, payload)(value), payload)
+        elif method == "__stream__":  # no answer: results follow as credits allow
+            *self.stream, self.credits = payload
+            self.streamed = 0
+        elif method == "__credit__":
+            start, credits = payload
+            if self.stream is not None and self.stream[0] == start:
+                self.credits += credits
+        elif method == "__unstream__":
+            self._answer(call_id, self._end_stream)
         elif method == "__spawn__":
             self._answer(call_id, lambda: self._create(*payload))
         elif method == "__stop__":
@@ -579,8 +798,26 @@ class _Server:
             self._answer(call_id, lambda: getattr(self.actor, method)(*args, **kwargs))
         return True
 
+    def produce(self) -> None:
+        """Run the stream's method once and send the result (or failure) unasked."""
+        start, method, args, kwargs = self.stream
+        self.credits -= 1
+        try:
+            message = (start, True, getattr(self.actor, method)(*args, **kwargs), None)
+        except Exception as err:  # noqa: BLE001 - sent to the driver with its traceback
+            message = (start, False, picklable_error(err), traceback.format_exc())
+        self.outbox.send(message, 0, TAG_STREAM)
+        self.streamed += 1
+
+    def _end_stream(self) -> int:
+        """Stop streaming; the number of results sent, for the driver to wait for."""
+        sent = self.streamed
+        self.stream, self.credits, self.streamed = None, 0, 0
+        return sent
+
     def _create(self, cls: type, args: tuple, kwargs: dict) -> None:
         self._stop_actor()
+        self._end_stream()
         self.actor = cls(*args, **kwargs)
 
     def _stop_actor(self) -> None:

@@ -4,12 +4,14 @@ Rollout workers sample all the time; a learner thread on the driver learns from
 their batches as they come. Written against the backend interface only, so it
 runs unchanged on the ``local``, ``mpi`` and ``dask`` backends:
 
-- Each remote worker has up to ``max_sample_requests_in_flight_per_worker``
-  ``sample`` calls queued (2 by default). A worker runs its calls in order, so
-  when it finishes a batch the next call is already there: it never waits for
-  the driver to ask, and it cannot run ahead by more than that many batches
-  (back-pressure: a fast worker cannot fill the driver's memory).
-- When a batch arrives the driver queues that worker's next call at once,
+- The remote workers sample through a backend stream (``Backend.stream``):
+  each holds up to ``max_sample_requests_in_flight_per_worker`` credits (2 by
+  default) and, while it has one, samples and pushes the batch to the driver
+  without being asked (under MPI the worker rank sends it unasked; on Dask and
+  local, one queued ``sample`` call stands for each credit). A worker cannot
+  run ahead by more batches than its credits (back-pressure: a fast worker
+  cannot fill the driver's memory).
+- When a batch arrives the driver grants that worker one credit back at once,
   preceded by a ``set_weights`` call when the learner has made at least
   ``broadcast_interval`` updates since the weights the worker has. No call
   waits for all workers: there is no barrier.
@@ -383,7 +385,7 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
         )
         self.learner_stats: dict[str, Any] = {}
         self.num_learner_updates = 0
-        self._calls: dict[int, deque[Future]] = {i: deque() for i in range(len(self._remote))}
+        self._samples = workers.backend.stream(self._remote, "sample") if self._remote else None
         self._weight_calls: list[Future] = []
         self._pending: list[Batch] = []  # batches not yet making a train batch
         self._pending_lags: list[int] = []
@@ -433,28 +435,28 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
         self._started = True
 
     def _request(self, index: int) -> None:
-        actor = self._remote[index]
+        """Grant worker ``index`` one more batch, after new weights if they are due."""
         if self.stream.weights_due(index):
             with self._timed("send_weights"), self.learner.weights_lock:
                 weights = self.workers.local_worker().get_weights()
             global_vars = {"timestep": self.num_steps_sampled}
-            self._weight_calls += self.backend.call([actor], "set_weights", weights, global_vars)
+            actor = [self._remote[index]]
+            self._weight_calls += self.backend.call(actor, "set_weights", weights, global_vars)
             self.stream.weights_sent(index)
-        self._calls[index].extend(self.backend.call([actor], "sample"))
+        self._samples.grant(index)
         self.stream.requested(index)
 
     def _receive(self, timeout: float) -> None:
-        oldest = [calls[0] for calls in self._calls.values() if calls]
         with self._timed("wait"):
-            done, _ = self.backend.wait(oldest, num_returns=1, timeout=timeout)
-        ready = {id(future) for future in done}
-        for index, calls in self._calls.items():
-            if not calls or id(calls[0]) not in ready:
+            items = self._samples.take(timeout)
+        lost = set()
+        for index, future in items:
+            if index in lost:
                 continue
-            future = calls.popleft()
             try:
-                [batch] = self.backend.get([future])
+                batch = future.result()
             except WorkerLostError as err:
+                lost.add(index)
                 self._recreate(index, err)
                 continue
             lag = self.stream.arrived(index)
@@ -465,10 +467,7 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
     def _recreate(self, index: int, error: WorkerLostError) -> None:
         """Re-create a lost worker (with the current weights) and restart its stream;
         the batches it had in flight are gone."""
-        for future in self._calls[index]:
-            with contextlib.suppress(RemoteError):
-                self.backend.get([future])
-        self._calls[index].clear()
+        self._samples.reset(index)
         with self.learner.weights_lock:
             self.workers.recreate_worker(self._remote[index], error)
         self.stream.lost(index)
@@ -586,13 +585,13 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
         flight (a worker stuck in a call is left to the backend's shutdown)."""
         if self.learner.is_alive():
             self.learner.stop()
-        futures = [*self._weight_calls, *(f for c in self._calls.values() for f in c)]
+        if self._samples is not None:
+            self._samples.close(timeout)
+        futures = self._weight_calls
         if futures:
             done, _ = self.backend.wait(futures, num_returns=len(futures), timeout=timeout)
             for future in done:
                 with contextlib.suppress(RemoteError):
                     self.backend.get([future])
         self._weight_calls.clear()
-        for calls in self._calls.values():
-            calls.clear()
         self._started = False

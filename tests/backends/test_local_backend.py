@@ -57,3 +57,10 @@ def test_kill_and_restart_recreate_the_actor():
 def test_unknown_backend_lists_available():
     with pytest.raises(ValueError, match="available backends: local"):
         make_backend("spark")
+
+
+def test_stream_contract():
+    from stream_contract import Ticker, check_stream_contract
+
+    backend = LocalBackend()
+    check_stream_contract(backend, backend.spawn(Ticker, count=2))

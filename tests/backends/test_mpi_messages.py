@@ -14,7 +14,10 @@ from hpcrl.policy.sample_batch import SampleBatch
 def round_trip(obj):
     message = _pack(obj)
     assert message.dtype == np.uint8 and message.ndim == 1
-    return _unpack(message)
+    # the receiving rank unpacks its own receive buffer, not the sender's bytes
+    received = np.empty_like(message)
+    received[:] = message
+    return _unpack(received)
 
 
 def test_sample_batch_columns_come_back_equal_writable_and_aligned():
@@ -80,7 +83,7 @@ def test_a_request_without_arrays_is_its_pickle_stream_alone():
 
 def test_columns_of_a_batch_are_views_of_the_message():
     batch = SampleBatch({"obs": np.ones((5, 3), np.float32), "t": np.arange(5)})
-    message = _pack(batch)
+    message = _pack(batch).copy()  # as received: a writable buffer
     out = _unpack(message)
     out["t"][0] = 99  # writes into the message: nothing was copied on the way out
     assert np.shares_memory(out["t"], message) and np.shares_memory(out["obs"], message)
@@ -104,3 +107,15 @@ def test_a_thread_that_never_unpacked_reads_a_message_of_empty_arrays():
     thread.start()
     thread.join()
     assert out["empty"].shape == (0, 3) and out["empty"].dtype == np.float32
+
+
+def test_a_sample_batch_is_one_reduction_and_falls_back_for_object_columns():
+    plain = SampleBatch({"obs": np.ones((4, 2), np.float32), "eps_id": np.arange(4)})
+    out = round_trip(plain)
+    assert type(out) is SampleBatch and list(out) == ["obs", "eps_id"]
+    infos = SampleBatch({"obs": np.zeros((2, 2)), "infos": [{"a": 1}, {"b": 2}]})
+    out = round_trip(infos)
+    assert out["infos"].dtype == object and out["infos"][1] == {"b": 2}
+    np.testing.assert_array_equal(out["obs"], infos["obs"])
+    strided = SampleBatch({"x": np.arange(12.0).reshape(4, 3)[:, ::2]})
+    np.testing.assert_array_equal(round_trip(strided)["x"], strided["x"])

@@ -190,3 +190,13 @@ def test_bad_address_and_wrong_backend_are_clear_errors():
         DaskBackend("tcp://127.0.0.1:9", timeout_s=1.0)
     with pytest.raises(ValueError, match="set backend='dask'"):
         make_backend("local", {"dask_address": "tcp://127.0.0.1:8786"})
+
+
+def test_stream_contract(backend, actors):
+    from stream_contract import Ticker, check_stream_contract
+
+    [ticker] = backend.spawn(Ticker, count=1)  # the module's third Dask worker
+    try:
+        check_stream_contract(backend, [ticker])
+    finally:
+        backend.kill(ticker)

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from hpcrl.backends.base import RemoteError
 from hpcrl.backends.mpi import MPIBackend, WorkerTimeoutError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the stream contract
+from stream_contract import Ticker, check_stream_contract  # noqa: E402
 
 
 class Echo:
@@ -152,6 +157,13 @@ def main() -> None:
     backend.get(backend.call(actors[:1], "set_weights", {"p": {"w": np.zeros(1)}}))
     backend.restart(actors[0])
     assert backend.get(backend.call(actors[:1], "where")) == [(actors[0].rank, 10)]
+
+    # streams: worker ranks send results unasked, within their credits
+    backend.kill(actors[-1])  # every rank serves an actor: free one
+    tickers = backend.spawn(Ticker, count=1)
+    check_stream_contract(backend, tickers)
+    # a stream left open is closed by shutdown
+    backend.stream(tickers, "tick").grant(0, 2)
 
     backend.shutdown()  # collects the sleeping call's answer, then releases the ranks
     print("CONTRACT OK", flush=True)
