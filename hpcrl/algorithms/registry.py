@@ -18,6 +18,8 @@ ALGORITHMS: dict[str, str] = {
     "TD3": "hpcrl.algorithms.ddpg:TD3Trainer",
     "IMPALA": "hpcrl.algorithms.impala:IMPALATrainer",
     "APPO": "hpcrl.algorithms.appo:APPOTrainer",
+    "APEX": "hpcrl.algorithms.apex:ApexTrainer",
+    "APEX_DDPG": "hpcrl.algorithms.apex:ApexDDPGTrainer",
 }
 
 

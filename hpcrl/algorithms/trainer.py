@@ -207,8 +207,6 @@ class Trainer:
             "episode_reward_max", "episode_len_mean", "episodes"}}``, plus
             ``policy_reward_mean`` per policy on a multi-agent env.
         """
-        from hpcrl.evaluation.policy_evaluation import evaluate_policies, evaluate_policy
-
         if self.env_creator is None:
             raise ValueError(
                 f"{self._name} has no env to evaluate on: set config['env'] (the run learns "
@@ -223,6 +221,17 @@ class Trainer:
             "explore": overrides.get("explore", False),
         }
         num_episodes = self.config["evaluation_num_episodes"]
+        # A learner thread (IMPALA, Ape-X) waits meanwhile: acting with a policy it
+        # updates at the same time would read the model half-written.
+        with self.optimizer.paused():
+            metrics = self._play_evaluation(worker, num_episodes, kwargs)
+        metrics["episodes"] = len(metrics.pop("episode_returns"))
+        metrics.pop("episode_lengths")
+        return {"evaluation": metrics}
+
+    def _play_evaluation(self, worker: Any, num_episodes: int, kwargs: dict) -> dict[str, Any]:
+        from hpcrl.evaluation.policy_evaluation import evaluate_policies, evaluate_policy
+
         if worker.multi_agent:
             metrics = evaluate_policies(
                 worker.policy_map,
@@ -238,9 +247,7 @@ class Trainer:
         else:
             policy = worker.get_policy()
             metrics = evaluate_policy(policy, self.config["env"], num_episodes, **kwargs)
-        metrics["episodes"] = len(metrics.pop("episode_returns"))
-        metrics.pop("episode_lengths")
-        return {"evaluation": metrics}
+        return metrics
 
     def _update_global_vars(self) -> None:
         self.workers.set_global_vars({"timestep": self.optimizer.num_steps_sampled})

@@ -343,6 +343,24 @@ class RolloutWorker:
             if pid in self.policies_to_train and batch.count > 0
         }
 
+    def sample_with_priorities(
+        self,
+    ) -> tuple[SampleBatch | MultiAgentBatch, dict[str, np.ndarray]]:
+        """Sample a fragment and compute its rows' first replay priorities: per trainable
+        policy, ``|td_error|`` of its loss's per-row outputs (``compute_per_row``),
+        with the weights this worker holds (Ape-X's ``worker_side_prioritization``)."""
+        batch = self.sample()
+        priorities = {}
+        for pid, rows in self.trainable_batches(batch).items():
+            per_row = self.policy_map[pid].compute_per_row(rows)
+            if "td_error" not in per_row:
+                raise ValueError(
+                    f"worker_side_prioritization needs the loss of policy {pid!r} to return a "
+                    f"per-row 'td_error' (LossOutput.per_row); it returned {sorted(per_row)}"
+                )
+            priorities[pid] = np.abs(per_row["td_error"])
+        return batch, priorities
+
     def sample_and_compute_gradients(self) -> tuple[dict[str, list], dict[str, Any], int]:
         """Sample a fragment and return (gradients, learn results, steps sampled)."""
         batch = self.sample()

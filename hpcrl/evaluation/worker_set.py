@@ -78,9 +78,11 @@ class WorkerSet:
         # Under MPI this call does not return on the worker ranks: they serve actors.
         self.backend = make_backend(backend, self.config) if isinstance(backend, str) else backend
         if num_workers is None:
-            # Data-parallel learners (hpcrl.learners) take part of the backend's capacity.
-            learners = num_learner_actors(self.config)
-            num_workers = max(0, self.backend.default_num_workers() - learners)
+            # Data-parallel learners (hpcrl.learners) and replay shards (Ape-X) take
+            # part of the backend's capacity.
+            others = num_learner_actors(self.config)
+            others += int(self.config.get("num_replay_buffer_shards") or 0)
+            num_workers = max(0, self.backend.default_num_workers() - others)
         self.num_workers = num_workers
         self._remote: list[Any] = []
         try:

@@ -79,6 +79,7 @@ def save_trainer_checkpoint(trainer: Trainer, parent_dir: str) -> str:
         policy = trainer.workers.local_worker().get_policy(pid)
         _write_policy(policy, policy_state, os.path.join(temporary, "policies", pid))
     _write_h5(os.path.join(temporary, TRAINER_STATE), state)
+    trainer.optimizer.save_files(temporary)
     meta = {
         "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -119,6 +120,7 @@ def restore_trainer_checkpoint(trainer: Trainer, path: str) -> None:
         pid: _read_h5(os.path.join(path, "policies", pid), POLICY_STATE) for pid in meta["policies"]
     }
     trainer.set_state(state)
+    trainer.optimizer.restore_files(os.path.abspath(path))
 
 
 def read_checkpoint_meta(path: str) -> dict[str, Any]:

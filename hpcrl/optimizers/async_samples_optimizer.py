@@ -240,8 +240,11 @@ class _Stopped(Exception):
 class LearnerThread(threading.Thread):
     """Learns on the driver's local worker from batches put on ``inqueue``.
 
-    Items on ``inqueue`` are ``(batch, policy_lags)``; after each update the
-    thread puts ``(rows trained, learner fetches)`` on ``outqueue``. The local
+    Items on ``inqueue`` are ``(batch, info)``; after each update the thread
+    puts ``(rows trained, learner fetches, info)`` on ``outqueue``, with the
+    item's ``info`` (IMPALA: the batches' policy lags; Ape-X: where the batch
+    was replayed from) the first time the batch is learned on and ``[]`` on
+    later passes or replays. The local
     worker's weights change only under ``weights_lock``, which the driver takes
     to read consistent weights. An exception ends the thread; it is kept in
     ``error`` for the driver to raise.
@@ -259,8 +262,8 @@ class LearnerThread(threading.Thread):
         if learner_queue_size < 1:
             raise ValueError(f"learner_queue_size must be >= 1, got {learner_queue_size}")
         self.local_worker = local_worker
-        self.inqueue: queue.Queue[tuple[Batch, list[int]]] = queue.Queue(learner_queue_size)
-        self.outqueue: queue.Queue[tuple[int, dict[str, Any], list[int]]] = queue.Queue()
+        self.inqueue: queue.Queue[tuple[Batch, Any]] = queue.Queue(learner_queue_size)
+        self.outqueue: queue.Queue[tuple[int, dict[str, Any], Any]] = queue.Queue()
         self.weights_lock = threading.Lock()
         self.minibatches = MinibatchBuffer(minibatch_buffer_size, num_sgd_iter)
         self.replay = replay or ReplaySlots(0, 0.0)

@@ -92,6 +92,13 @@ class PolicyOptimizer:
         self.num_steps_sampled = int(data["num_steps_sampled"])
         self.num_steps_trained = int(data["num_steps_trained"])
 
+    def save_files(self, directory: str) -> None:
+        """Write state too large for ``save()`` into files of its own in the checkpoint
+        ``directory`` (Ape-X's replay shards, each in parallel); nothing by default."""
+
+    def restore_files(self, directory: str) -> None:
+        """Read what ``save_files`` wrote into the checkpoint ``directory``."""
+
     def paused(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which no learning changes the driver's policies, for reading a
         consistent state (a checkpoint); nothing to wait for when the optimizer learns

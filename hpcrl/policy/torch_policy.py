@@ -243,6 +243,14 @@ class TorchPolicy(Policy):
             loss = LossOutput(loss)
         return loss, tensors
 
+    def compute_per_row(self, batch: SampleBatch) -> dict[str, np.ndarray]:
+        """The loss's per-row outputs (``LossOutput.per_row``, e.g. ``td_error``) on
+        ``batch`` as numpy arrays, with no gradient and no update: how a rollout
+        worker computes the first priorities of its rows (Ape-X)."""
+        with torch.no_grad():
+            loss, _ = self.compute_loss(batch)
+        return {key: value.detach().cpu().numpy() for key, value in loss.per_row.items()}
+
     def load_batch(self, batch: SampleBatch) -> SampleBatch:
         """The batch as tensors on the policy's device (see ``batch_to_tensors``);
         a batch already loaded is returned as it is."""

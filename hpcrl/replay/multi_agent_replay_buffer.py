@@ -76,8 +76,22 @@ class MultiAgentReplayBuffer:
         buffer = self.policy_buffers.get(policy_id)
         return 0 if buffer is None else len(buffer)
 
-    def add(self, batch: SampleBatch | MultiAgentBatch) -> None:
-        """Add each policy's rows to that policy's buffer."""
+    def add(
+        self,
+        batch: SampleBatch | MultiAgentBatch,
+        priorities: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Add each policy's rows to that policy's buffer.
+
+        ``priorities``: by policy id, one per row (e.g. ``|td_error|`` computed by
+        the worker that sampled them, Ape-X); prioritised buffers only. A policy
+        without an entry gets the buffer's maximum priority.
+        """
+        if priorities and not self.prioritized:
+            raise ValueError(
+                "priorities were given to uniform buffers; build the buffer with "
+                "prioritized=True, or add without priorities"
+            )
         if isinstance(batch, SampleBatch):
             policy_batches: Mapping[str, SampleBatch] = {DEFAULT_POLICY_ID: batch}
         elif isinstance(batch, MultiAgentBatch):
@@ -92,7 +106,10 @@ class MultiAgentReplayBuffer:
             buffer = self.policy_buffers.get(policy_id)
             if buffer is None:
                 buffer = self.policy_buffers[policy_id] = self._make_buffer(policy_id)
-            buffer.add(policy_batch)
+            if priorities and policy_id in priorities:
+                buffer.add(policy_batch, priorities[policy_id])
+            else:
+                buffer.add(policy_batch)
 
     def sample(self, num_items: int, beta: float | None = None) -> MultiAgentBatch:
         """``num_items`` rows from each policy that has rows.
