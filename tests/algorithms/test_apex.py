@@ -14,6 +14,7 @@ from hpcrl.algorithms.apex import ApexTrainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+
 def test_each_remote_worker_keeps_its_ape_x_epsilon_and_the_driver_is_greedy():
     config = {"num_workers": 3, "num_replay_buffer_shards": 1, "model": {"fcnet_hiddens": [8]}}
     with ApexTrainer(config, env="CartPole-v1") as trainer:
