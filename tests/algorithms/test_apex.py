@@ -62,3 +62,37 @@ def test_checkpoint_holds_one_file_per_shard_and_resumes(tmp_path):
 def test_bad_config_is_a_clear_error(config, message):
     with pytest.raises(ValueError, match=message):
         ApexTrainer({"num_workers": 1, "num_replay_buffer_shards": 1, **config}, env="CartPole-v1")
+
+
+def by_parity(agent_id, episode=None, worker=None, **kwargs):
+    return "even" if agent_id % 2 == 0 else "odd"
+
+
+def test_two_policies_each_replay_and_learn_on_their_own_rows():
+    from hpcrl.env.multi_agent_env import make_multi_agent
+    from hpcrl.env.registry import register_env
+
+    multi_cartpole = make_multi_agent("CartPole-v1")
+    register_env("apex_multi_cartpole", lambda cfg: multi_cartpole({"num_agents": 3}))
+    config = {
+        "num_workers": 2,
+        "num_replay_buffer_shards": 2,
+        "learning_starts": 200,
+        "train_batch_size": 16,
+        "min_iter_time_s": 1.0,
+        "timesteps_per_iteration": 0,
+        "model": {"fcnet_hiddens": [8]},
+        "multiagent": {
+            "policies": ["even", "odd"],
+            "policy_mapping_fn": by_parity,
+            "policies_to_train": ["even"],
+        },
+    }
+    with ApexTrainer(config, env="apex_multi_cartpole") as trainer:
+        while trainer.optimizer.num_learner_updates < 5:
+            result = trainer.train()
+        stats = trainer.optimizer.backend.get(
+            trainer.optimizer.backend.call(trainer.optimizer.shards, "stats")
+        )
+    assert set(result["info"]["learner"]) == {"even"}  # only the trained policy
+    assert all(s["num_priority_updates"] > 0 for s in stats), stats

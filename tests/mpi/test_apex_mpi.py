@@ -60,9 +60,15 @@ def test_apex_ddpg_reaches_minus_300_on_pendulum(tmp_path):
     assert last["episode_reward_mean"] >= -300
 
 
+def test_priorities_epsilons_and_bounds_under_mpiexec():
+    out = mpirun(4, [str(HERE / "apex_script.py"), "check"], timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "APEX OK" in out.stdout
+
+
 def test_a_failing_shard_ends_the_job_naming_its_rank():
     start = time.monotonic()
-    out = mpirun(4, [str(HERE / "apex_script.py")], timeout=120)
+    out = mpirun(4, [str(HERE / "apex_script.py"), "fail"], timeout=120)
     elapsed = time.monotonic() - start
     assert out.returncode != 0 and "NO FAILURE" not in out.stdout
     assert "MPI rank 3 (replay, streamed)" in out.stderr, out.stderr[-3000:]
