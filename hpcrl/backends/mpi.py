@@ -322,6 +322,11 @@ def _try_receive(comm: Any, source: int, tag: int, status: Any) -> tuple[bool, A
     return True, _unpack(buffer)
 
 
+# Worker ranks ended by a shutdown in this process (they exit after it; a second
+# backend would wait for them in its first collective forever).
+_ENDED_RANKS: list[int] = []
+
+
 class MPIActor:
     """Handle of an actor living on an MPI rank."""
 
@@ -386,6 +391,11 @@ class MPIBackend(Backend):
     ) -> None:
         mpi = _import_mpi()
         self.MPI = mpi
+        if _ENDED_RANKS:
+            raise RuntimeError(
+                "an MPIBackend of this job was shut down, and with it its worker ranks "
+                "ended: make one MPIBackend per MPI job (one trainer, or reuse the backend)"
+            )
         comm = comm if comm is not None else mpi.COMM_WORLD
         if comm.Get_size() < 2:
             raise ValueError(f"backend='mpi' found 1 MPI rank; {LAUNCH_HINT}")
@@ -503,6 +513,7 @@ class MPIBackend(Backend):
             waited = list(self._pending.values())
             self._wait_for(waited, len(waited), 60.0, False)
         finally:
+            _ENDED_RANKS.append(self.size - 1)
             for rank in range(1, self.size):
                 self._outbox.send(("__shutdown__", -1, None, None), rank, TAG_REQUEST)
             self._outbox.flush(60.0)
