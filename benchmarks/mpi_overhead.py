@@ -42,7 +42,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from hpcrl.backends.mpi import _aligned  # the backend's alignment of arrays in a message
+from hpcrl.backends.mpi import _ALIGN  # the backend's alignment of arrays in a message
 from hpcrl.policy.sample_batch import SampleBatch
 
 
@@ -127,7 +127,7 @@ def column_layout(batch: SampleBatch) -> list[tuple[str, np.ndarray, int, int]]:
     """(name, column, offset, bytes) of each column in a message, aligned as the backend does."""
     layout, offset = [], 0
     for key, column in batch.items():
-        offset = _aligned(offset)
+        offset = -(-offset // _ALIGN) * _ALIGN
         layout.append((key, column, offset, column.nbytes))
         offset += column.nbytes
     return layout
