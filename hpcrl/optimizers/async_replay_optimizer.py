@@ -264,6 +264,7 @@ class AsyncReplayOptimizer(PolicyOptimizer):
         self.num_learner_updates = 0
         self.num_target_updates = 0
         self.num_shard_restarts = 0
+        self.num_late_priority_updates = 0  # for rows of a shard since re-created
         self.num_worker_restarts = 0
         self.num_weight_syncs = 0
         self._last_target_update = 0
@@ -435,7 +436,9 @@ class AsyncReplayOptimizer(PolicyOptimizer):
                     f"{TD_ERROR!r} (LossOutput.per_row); it returned {sorted(result)}"
                 )
             updates[pid] = (indexes[pid], np.abs(result[TD_ERROR]))
-        if generation == self._generation[shard]:  # a shard re-created since has other rows
+        if generation != self._generation[shard]:  # the shard was re-created since: too late
+            self.num_late_priority_updates += 1
+        else:
             self._other_calls += self.backend.call(
                 [self.shards[shard]], "update_priorities", updates
             )
@@ -500,6 +503,7 @@ class AsyncReplayOptimizer(PolicyOptimizer):
             "num_weight_syncs": self.num_weight_syncs,
             "num_dropped_batches": self.plan.num_dropped,
             "num_shard_restarts": self.num_shard_restarts,
+            "num_late_priority_updates": self.num_late_priority_updates,
             "num_worker_restarts": self.num_worker_restarts,
             "learner_queue_size": self.learner.inqueue.qsize(),
             "learner_queue_wait_s": round(self.learner.queue_wait_s, 4),
