@@ -103,17 +103,21 @@ def make_async_optimizer(workers: WorkerSet, config: dict[str, Any]) -> AsyncSam
         replay_proportion=config["replay_proportion"],
         replay_buffer_num_slots=config["replay_buffer_num_slots"],
         seed=config["seed"],
+        num_learners=config["num_learners"],
+        num_gpus_per_learner=config["num_gpus_per_learner"],
+        learner_backend=config["learner_backend"],
+        learner_timeout_s=config["learner_timeout_s"],
     )
 
 
 def validate_async_config(config: dict[str, Any]) -> None:
     """Raise ValueError for settings the asynchronous architecture cannot run."""
-    if uses_learner_group(config):
+    if uses_learner_group(config) and config["minibatch_buffer_size"] != 1:
         raise ValueError(
-            "IMPALA and APPO learn in a thread on the driver and do not run on data-parallel "
-            f"learners yet (num_learners={config['num_learners']}, num_gpus_per_learner="
-            f"{config['num_gpus_per_learner']}); set num_learners to 1 and "
-            "num_gpus_per_learner to 0, or use PPO for data-parallel learning"
+            f"minibatch_buffer_size={config['minibatch_buffer_size']} needs the learner "
+            f"thread; with data-parallel learners (num_learners={config['num_learners']}) "
+            "each train batch is learned from num_sgd_iter times in one go: set "
+            "minibatch_buffer_size to 1"
         )
     if config["batch_mode"] != "truncate_episodes":
         raise ValueError(

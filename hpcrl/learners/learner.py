@@ -182,6 +182,11 @@ class Learner:
         """Weights by policy id."""
         return {pid: policy.get_weights() for pid, policy in self.policies.items()}
 
+    def get_policy_state(self) -> dict[str, dict[str, Any]]:
+        """Each policy's state without its optimizer (weights, target networks,
+        coefficients, counters), by policy id: what the driver checkpoints."""
+        return {pid: p.get_state(include_optimizer=False) for pid, p in self.policies.items()}
+
     def get_optimizer_state(self) -> dict[str, Any]:
         """Each policy's optimizer state as numpy arrays and plain values, by policy id."""
         return {pid: p.get_state()["optimizer_state"] for pid, p in self.policies.items()}

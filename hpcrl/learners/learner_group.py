@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -198,6 +199,16 @@ class LearnerGroup:
         of the last epoch averaged over learners by rows, and the per-row outputs
         in the batch's row order.
         """
+        return self.learn_planned(self.plan(policy_batches, num_sgd_iter, sgd_minibatch_size, rng))
+
+    def plan(
+        self,
+        policy_batches: dict[str, SampleBatch],
+        num_sgd_iter: int,
+        sgd_minibatch_size: int,
+        rng: np.random.Generator,
+    ) -> dict[str, tuple[SampleBatch, Sequence[int], Sequence[Any]]]:
+        """The shard sizes and minibatch plans of ``learn``, by policy id."""
         plans = {}
         for pid, samples in policy_batches.items():
             batch = SampleBatch({k: v for k, v in samples.items() if v.dtype != object})
@@ -207,13 +218,24 @@ class LearnerGroup:
                 sizes,
                 plan_minibatches(sizes, num_sgd_iter, sgd_minibatch_size, rng),
             )
-        return self.learn_planned(plans)
+        return plans
 
     def learn_planned(
         self, plans: dict[str, tuple[SampleBatch, Sequence[int], Sequence[Any]]]
     ) -> dict[str, dict[str, Any]]:
         """``learn`` with given shard sizes and minibatch plans: ``plans[pid] =
         (batch, sizes, plan)`` with ``plan[k][epoch][j]`` the rows of learner ``k``."""
+        results, _ = self.finish_learning(self.start_learning(plans))
+        return results
+
+    def start_learning(
+        self,
+        plans: dict[str, tuple[SampleBatch, Sequence[int], Sequence[Any]]],
+        then_get_weights: bool = False,
+    ) -> PendingLearning:
+        """Send each learner its shards and return at once (``finish_learning``
+        collects the results); with ``then_get_weights``, learner 0's weights after
+        the update are asked for in the same go (its calls run in order)."""
         shards: list[dict[str, Any]] = [{} for _ in self.learners]
         for pid, (batch, sizes, plan) in plans.items():
             bounds = np.concatenate(([0], np.cumsum(sizes)))
@@ -223,9 +245,29 @@ class LearnerGroup:
             self.backend.call([learner], "learn", part)[0]
             for learner, part in zip(self.learners, shards)
         ]
-        answers = self._gather(futures)
+        weights = None
+        if then_get_weights:
+            weights = self.backend.call(self.learners[:1], "get_weights")[0]
+        return PendingLearning(list(plans), futures, weights)
+
+    def learning_done(self, pending: PendingLearning) -> bool:
+        """Whether every call of ``pending`` has answered."""
+        calls = pending.calls()
+        done, _ = self.backend.wait(calls, num_returns=len(calls), timeout=0)
+        return len(done) == len(calls)
+
+    def finish_learning(
+        self, pending: PendingLearning
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+        """The merged results of ``start_learning``'s update (waiting for them), and
+        the weights asked for with it (else None)."""
+        answers = self._gather(pending.futures)
         self.timings = {key: max(r[key] for r in answers) for key in ("sgd_s", "allreduce_s")}
-        return {pid: _merge_results([r["results"][pid] for r in answers]) for pid in plans}
+        results = {
+            pid: _merge_results([r["results"][pid] for r in answers]) for pid in pending.pids
+        }
+        weights = None if pending.weights is None else self._gather([pending.weights])[0]
+        return results, weights
 
     def get_weights(self) -> dict[str, dict[str, np.ndarray]]:
         """The weights by policy id (learner 0's; every learner has the same)."""
@@ -290,6 +332,18 @@ class LearnerGroup:
             error.cause,
             error.remote_traceback,
         )
+
+
+@dataclass
+class PendingLearning:
+    """An update under way on a ``LearnerGroup`` (``start_learning``)."""
+
+    pids: list[str]
+    futures: list[Future]
+    weights: Future | None = None
+
+    def calls(self) -> list[Future]:
+        return [*self.futures, *([self.weights] if self.weights is not None else [])]
 
 
 def _merge_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:

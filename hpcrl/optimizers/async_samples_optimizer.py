@@ -318,9 +318,175 @@ class LearnerThread(threading.Thread):
         self.num_updates += 1
         self.outqueue.put((count_steps(batch, self.local_worker.count_steps_by), fetches, lags))
 
+    def poll(self) -> None:
+        """Nothing: this learner runs in its own thread (``GroupLearner`` needs polls)."""
+
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=30)
+
+
+class GroupLearner:
+    """The learner of ``AsyncSamplesOptimizer`` with data-parallel learners
+    (``num_learners`` > 1, or GPUs): a ``LearnerGroup`` driven from the driver's
+    own thread.
+
+    It has ``LearnerThread``'s queues, lock and counters, but no thread of its
+    own: the backends talk to their actors from one thread, so the driver's loop
+    calls ``poll()``, which collects a finished update (the new weights, learner
+    0's, go to the driver's policies, which the workers get theirs from) and
+    starts the next one on a queued train batch. Each train batch is split into
+    one contiguous shard per learner and learned from ``num_sgd_iter`` times in
+    one call, with one gradient all-reduce per pass; ``replay_proportion``
+    replays as the thread does. The learners keep the whole policy state (target
+    networks and coefficients change there, as APPO's); the driver's copy is
+    refreshed from learner 0 for checkpoints (``sync_driver_state``) and sent to
+    the learners once at the start and after a restore.
+    """
+
+    def __init__(
+        self,
+        workers: WorkerSet,
+        learner_queue_size: int = 16,
+        num_sgd_iter: int = 1,
+        replay: ReplaySlots | None = None,
+        num_learners: int = 2,
+        num_gpus_per_learner: int = 0,
+        learner_backend: str = "auto",
+        learner_timeout_s: float = 300.0,
+    ) -> None:
+        from hpcrl.learners.learner_group import LearnerGroup
+
+        if learner_queue_size < 1:
+            raise ValueError(f"learner_queue_size must be >= 1, got {learner_queue_size}")
+        if num_sgd_iter < 1:
+            raise ValueError(f"num_sgd_iter must be >= 1, got {num_sgd_iter}")
+        local = workers.local_worker()
+        self.local_worker = local
+        specs = {
+            pid: (type(p), p.observation_space, p.action_space, p.config)
+            for pid, p in local.policy_map.items()
+            if pid in local.policies_to_train
+        }
+        self.group = LearnerGroup(
+            workers.backend,
+            specs,
+            num_learners=num_learners,
+            num_gpus_per_learner=num_gpus_per_learner,
+            learner_backend=learner_backend,
+            timeout_s=learner_timeout_s,
+        )
+        self.num_sgd_iter = num_sgd_iter
+        self.inqueue: queue.Queue[tuple[Batch, Any]] = queue.Queue(learner_queue_size)
+        self.outqueue: queue.Queue[tuple[int, dict[str, Any], Any]] = queue.Queue()
+        # Reentrant: the driver's thread holds it around a checkpoint and takes it
+        # again to apply the weights of the update it waits for.
+        self.weights_lock = threading.RLock()
+        self.replay = replay or ReplaySlots(0, 0.0)
+        self.error: BaseException | None = None
+        self.last_batch_time = time.monotonic()
+        self.queue_wait_s = 0.0
+        self.learn_s = 0.0
+        self.num_updates = 0
+        self.num_new = 0
+        self.num_replayed = 0
+        self._jobs: deque[tuple[Batch, Any]] = deque()
+        self._pending: Any = None
+        self._pending_job: tuple[int, Any, float] | None = None
+        self._state_due = True
+        self._idle_since: float | None = time.perf_counter()
+        self._rng = np.random.default_rng(0)
+        self._started = False
+
+    def start(self) -> None:
+        self._started = True
+
+    def is_alive(self) -> bool:
+        return self._started
+
+    def poll(self) -> None:
+        """Collect a finished update; start the next one if a batch is waiting."""
+        if self._pending is not None:
+            if not self.group.learning_done(self._pending):
+                return
+            self._finish()
+        if not self._jobs:
+            try:
+                item = self.inqueue.get_nowait()
+            except queue.Empty:
+                return
+            self.last_batch_time = time.monotonic()
+            self.num_new += 1
+            self.replay.add(item)
+            self._jobs.append(item)
+            replays = self.replay.replays()
+            self.num_replayed += len(replays)
+            self._jobs.extend((batch, []) for batch, _ in replays)
+        batch, info = self._jobs.popleft()
+        if self._state_due:
+            self._send_driver_state()
+        if self._idle_since is not None:
+            self.queue_wait_s += time.perf_counter() - self._idle_since
+            self._idle_since = None
+        local = self.local_worker
+        plans = self.group.plan(local.trainable_batches(batch), self.num_sgd_iter, 0, self._rng)
+        self._pending = self.group.start_learning(plans, then_get_weights=True)
+        self._pending_job = (count_steps(batch, local.count_steps_by), info, time.perf_counter())
+
+    def _finish(self) -> None:
+        results, weights = self.group.finish_learning(self._pending)
+        rows, info, started = self._pending_job
+        self._pending, self._pending_job = None, None
+        with self.weights_lock:
+            for pid, policy_weights in weights.items():
+                self.local_worker.get_policy(pid).set_weights(policy_weights)
+        now = time.perf_counter()
+        self.learn_s += now - started
+        self._idle_since = now
+        self.num_updates += 1
+        self.outqueue.put((rows, results, info))
+
+    def _send_driver_state(self) -> None:
+        local = self.local_worker
+        self.group.set_policy_state(
+            {
+                pid: local.get_policy(pid).get_state(include_optimizer=False)
+                for pid in self.group_policies()
+            }
+        )
+        self._state_due = False
+
+    def group_policies(self) -> list[str]:
+        local = self.local_worker
+        return [pid for pid in local.policy_map if pid in local.policies_to_train]
+
+    def sync_driver_state(self) -> dict[str, Any]:
+        """Wait for the update under way, copy learner 0's policy state (weights,
+        target networks, coefficients) into the driver's policies, and return the
+        learners' optimizer state: what a checkpoint needs."""
+        if self._pending is not None:
+            self._finish()
+        if self._state_due:  # nothing learned since the driver's state was set
+            return {}
+        [states] = self.group.call("get_policy_state", first=True)
+        with self.weights_lock:
+            for pid, state in states.items():
+                self.local_worker.get_policy(pid).set_state(state)
+        return self.group.call("get_optimizer_state", first=True)[0]
+
+    def restore(self, optimizer_state: dict[str, Any]) -> None:
+        """After a restore: the driver's policies go to the learners before the next
+        update, with the saved optimizer state."""
+        if optimizer_state:
+            self.group.call("set_optimizer_state", optimizer_state)
+        self._state_due = True
+
+    def stop(self) -> None:
+        if self._pending is not None:
+            with contextlib.suppress(Exception):
+                self._finish()
+        self.group.stop()
+        self._started = False
 
 
 class AsyncSamplesOptimizer(PolicyOptimizer):
@@ -340,6 +506,10 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
         replay_proportion: mean replayed batches per new one (Poisson).
         replay_buffer_num_slots: train batches kept for replay.
         seed: seed of the replay draws.
+        num_learners: data-parallel learners (> 1: a ``GroupLearner`` in place of
+            the learner thread).
+        num_gpus_per_learner, learner_backend, learner_timeout_s: as for
+            ``DataParallelOptimizer``.
 
     Example:
         >>> from hpcrl.algorithms.a2c import A2CTorchPolicy
@@ -367,6 +537,10 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
         replay_proportion: float = 0.0,
         replay_buffer_num_slots: int = 0,
         seed: int | None = None,
+        num_learners: int = 1,
+        num_gpus_per_learner: int = 0,
+        learner_backend: str = "auto",
+        learner_timeout_s: float = 300.0,
     ) -> None:
         super().__init__(workers)
         if train_batch_size < 1:
@@ -379,13 +553,33 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
         self.stream = SampleStream(
             range(len(self._remote)), max_sample_requests_in_flight_per_worker, broadcast_interval
         )
-        self.learner = LearnerThread(
-            workers.local_worker(),
-            learner_queue_size,
-            minibatch_buffer_size,
-            num_sgd_iter,
-            ReplaySlots(replay_buffer_num_slots, replay_proportion, seed),
-        )
+        replay = ReplaySlots(replay_buffer_num_slots, replay_proportion, seed)
+        self.learner: LearnerThread | GroupLearner
+        if num_learners > 1 or num_gpus_per_learner > 0:
+            if minibatch_buffer_size != 1:
+                raise ValueError(
+                    f"minibatch_buffer_size={minibatch_buffer_size} needs the learner thread; "
+                    f"with num_learners={num_learners} each train batch is learned from "
+                    "num_sgd_iter times in one go: set minibatch_buffer_size to 1"
+                )
+            self.learner = GroupLearner(
+                workers,
+                learner_queue_size,
+                num_sgd_iter,
+                replay,
+                num_learners,
+                num_gpus_per_learner,
+                learner_backend,
+                learner_timeout_s,
+            )
+        else:
+            self.learner = LearnerThread(
+                workers.local_worker(),
+                learner_queue_size,
+                minibatch_buffer_size,
+                num_sgd_iter,
+                replay,
+            )
         self.learner_stats: dict[str, Any] = {}
         self.num_learner_updates = 0
         self._samples = workers.backend.stream(self._remote, "sample") if self._remote else None
@@ -518,6 +712,7 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
                         ) from None
 
     def _drain_learner(self) -> dict[str, Any]:
+        self.learner.poll()
         fetches: dict[str, Any] = {}
         while True:
             try:
@@ -570,18 +765,39 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
             "policy_lag_mean": float(np.mean(lags)) if lags else 0.0,
             "policy_lag_max": int(max(lags)) if lags else 0,
             "learner": self.learner_stats,
+            **self._group_stats(),
         }
 
-    def paused(self) -> threading.Lock:
+    def _group_stats(self) -> dict[str, Any]:
+        if not isinstance(self.learner, GroupLearner):
+            return {}
+        group = self.learner.group
+        return {
+            "num_learners": group.num_learners,
+            "learner_backend": group.process_group_backend,
+            "learner_allreduce_s": round(group.timings["allreduce_s"], 4),
+        }
+
+    def paused(self) -> Any:
         """The learner's weights lock: while held, the learner thread changes nothing."""
         return self.learner.weights_lock
 
     def save(self) -> dict[str, Any]:
-        return {**super().save(), "num_learner_updates": self.num_learner_updates}
+        """Counters; with data-parallel learners, learner 0's policy state is copied
+        into the driver's policies first (what the checkpoint holds of them) and the
+        learners' optimizer state is saved here."""
+        data = {**super().save(), "num_learner_updates": self.num_learner_updates}
+        if isinstance(self.learner, GroupLearner):
+            optimizer_state = self.learner.sync_driver_state()
+            if optimizer_state:
+                data["learner_optimizer_state"] = optimizer_state
+        return data
 
     def restore(self, data: dict[str, Any]) -> None:
         super().restore(data)
         self.num_learner_updates = int(data.get("num_learner_updates", 0))
+        if isinstance(self.learner, GroupLearner):
+            self.learner.restore(data.get("learner_optimizer_state", {}))
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the learner thread; wait up to ``timeout`` seconds for the calls still in

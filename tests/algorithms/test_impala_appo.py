@@ -118,6 +118,47 @@ def test_learns_cartpole_v0_with_two_workers(trainer_class, extra, budget):
     assert 0 <= info["policy_lag_mean"] <= 4
 
 
+def test_impala_learns_with_two_data_parallel_learners():
+    """Two gloo learner processes, one shard of each train batch each."""
+    config = {"num_workers": 2, "num_learners": 2, "min_iter_time_s": 2.0, "seed": 1}
+    with IMPALATrainer(config, env="CartPole-v0") as trainer:
+        result = train_until(trainer, 150, 500_000)
+    info = result["info"]
+    assert info["num_learners"] == 2 and info["learner_backend"] == "gloo"
+    assert result["episode_reward_mean"] >= 150, (
+        f"{result['episode_reward_mean']:.1f} after {result['timesteps_total']} steps"
+    )
+
+
+def test_two_learners_checkpoint_the_learners_policy_state_and_resume(tmp_path):
+    config = {
+        **SMALL,
+        "num_workers": 2,
+        "num_learners": 2,
+        "vtrace": True,
+        "train_batch_size": 100,
+        "min_iter_time_s": 0.0,
+        "timesteps_per_iteration": 400,
+    }
+    with APPOTrainer(config, env="CartPole-v1") as trainer:
+        trainer.train()
+        path = trainer.save(str(tmp_path))
+        saved = trainer.get_policy().get_state()
+        [learner_state] = trainer.optimizer.learner.group.call("get_policy_state", first=True)
+    # the driver's policy, which the checkpoint holds, is learner 0's: target network too
+    learned = learner_state["default_policy"]
+    assert saved["num_updates"] == learned["num_updates"] > 0
+    for key, value in learned["target_weights"].items():
+        np.testing.assert_array_equal(saved["target_weights"][key], value)
+    with APPOTrainer(config, env="CartPole-v1") as restored:
+        restored.restore(path)
+        result = restored.train()
+        [states] = restored.optimizer.learner.group.call("get_policy_state", first=True)
+    # the learners went on from the restored state, not from a fresh policy
+    assert states["default_policy"]["num_updates"] > saved["num_updates"]
+    assert result["info"]["num_learners"] == 2
+
+
 def test_checkpoint_resumes_weights_target_and_counters(tmp_path):
     config = {
         **SMALL,
@@ -146,7 +187,7 @@ def test_checkpoint_resumes_weights_target_and_counters(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        ({"num_learners": 2}, "do not run on data-parallel learners yet"),
+        ({"num_learners": 2, "minibatch_buffer_size": 2}, "minibatch_buffer_size=2 needs the"),
         ({"batch_mode": "complete_episodes"}, "need batch_mode 'truncate_episodes'"),
         ({"opt_type": "sgd"}, "opt_type must be 'adam' or 'rmsprop', got 'sgd'"),
         ({"replay_proportion": 0.5}, "needs replay_buffer_num_slots >= 1"),

@@ -106,3 +106,18 @@ def test_overhead_benchmark_runs_and_prints_every_figure():
     for line in ("raw mpi4py", "bare protocol, no", "bare protocol with copies", "ratio"):
         assert line in out.stdout, out.stdout
     assert "2 worker rank(s):" in out.stdout
+
+
+def test_impala_with_two_learner_ranks(tmp_path):
+    """Driver, 2 rollout worker ranks and 2 learner ranks (gloo, one shard each)."""
+    config = '{"num_workers": 2, "min_iter_time_s": 0, "timesteps_per_iteration": 500}'
+    args = [
+        "-m", "hpcrl", "train", "--run", "IMPALA", "--env", "CartPole-v1", "--backend", "mpi",
+        "--num-learners", "2", "--local-dir", str(tmp_path), "-q", "--config", config,
+        "--stop", '{"training_iteration": 2}',
+    ]  # fmt: skip
+    out = run(args, 5)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "done: stopped by training_iteration after 2 iterations" in out.stdout
+    last = next(tmp_path.glob("*/*/result.json")).read_text().splitlines()[-1]
+    assert '"num_learners": 2' in last and '"learner_backend": "gloo"' in last
