@@ -69,29 +69,19 @@ APEX_DEFAULTS: dict[str, Any] = {
 
 def make_apex_optimizer(workers: WorkerSet, config: dict[str, Any]) -> AsyncReplayOptimizer:
     """``AsyncReplayOptimizer`` from the config's replay and ``APEX_DEFAULTS`` keys."""
+    keys = (
+        *dqn.REPLAY_OPTIMIZER_KEYS,
+        "num_replay_buffer_shards",
+        "max_weight_sync_delay",
+        "max_sample_requests_in_flight_per_worker",
+        "max_requests_in_flight_per_replay_shard",
+        "max_adds_in_flight_per_shard",
+        "learner_queue_size",
+        "learner_queue_timeout",
+        "worker_side_prioritization",
+    )
     return AsyncReplayOptimizer(
-        workers,
-        learning_starts=config["learning_starts"],
-        buffer_size=config["buffer_size"],
-        prioritized_replay=config["prioritized_replay"],
-        prioritized_replay_alpha=config["prioritized_replay_alpha"],
-        prioritized_replay_beta=config["prioritized_replay_beta"],
-        final_prioritized_replay_beta=config["final_prioritized_replay_beta"],
-        prioritized_replay_beta_annealing_timesteps=config[
-            "prioritized_replay_beta_annealing_timesteps"
-        ],
-        prioritized_replay_eps=config["prioritized_replay_eps"],
-        train_batch_size=config["train_batch_size"],
-        num_replay_buffer_shards=config["num_replay_buffer_shards"],
-        max_weight_sync_delay=config["max_weight_sync_delay"],
-        max_sample_requests_in_flight_per_worker=config["max_sample_requests_in_flight_per_worker"],
-        max_requests_in_flight_per_replay_shard=config["max_requests_in_flight_per_replay_shard"],
-        max_adds_in_flight_per_shard=config["max_adds_in_flight_per_shard"],
-        learner_queue_size=config["learner_queue_size"],
-        learner_queue_timeout=config["learner_queue_timeout"],
-        target_network_update_freq=config["target_network_update_freq"],
-        worker_side_prioritization=config["worker_side_prioritization"],
-        seed=config.get("seed"),
+        workers, **{key: config[key] for key in keys}, seed=config.get("seed")
     )
 
 

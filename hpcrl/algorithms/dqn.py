@@ -307,23 +307,28 @@ DQNTorchPolicy = build_torch_policy(
 )
 
 
+# The config keys both replay optimizers (SyncReplayOptimizer, AsyncReplayOptimizer)
+# take under the same names.
+REPLAY_OPTIMIZER_KEYS = (
+    "learning_starts",
+    "buffer_size",
+    "prioritized_replay",
+    "prioritized_replay_alpha",
+    "prioritized_replay_beta",
+    "final_prioritized_replay_beta",
+    "prioritized_replay_beta_annealing_timesteps",
+    "prioritized_replay_eps",
+    "train_batch_size",
+    "target_network_update_freq",
+)
+
+
 def make_replay_optimizer(workers: WorkerSet, config: dict[str, Any]) -> SyncReplayOptimizer:
     """``SyncReplayOptimizer`` with the config's replay, ratio and target-update keys."""
     return SyncReplayOptimizer(
         workers,
-        learning_starts=config["learning_starts"],
-        buffer_size=config["buffer_size"],
-        prioritized_replay=config["prioritized_replay"],
-        prioritized_replay_alpha=config["prioritized_replay_alpha"],
-        prioritized_replay_beta=config["prioritized_replay_beta"],
-        final_prioritized_replay_beta=config["final_prioritized_replay_beta"],
-        prioritized_replay_beta_annealing_timesteps=config[
-            "prioritized_replay_beta_annealing_timesteps"
-        ],
-        prioritized_replay_eps=config["prioritized_replay_eps"],
-        train_batch_size=config["train_batch_size"],
+        **{key: config[key] for key in REPLAY_OPTIMIZER_KEYS},
         training_intensity=config["training_intensity"],
-        target_network_update_freq=config["target_network_update_freq"],
         store_buffer_in_checkpoints=config["store_buffer_in_checkpoints"],
     )
 

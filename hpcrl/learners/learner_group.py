@@ -100,6 +100,17 @@ def num_learner_actors(config: dict[str, Any]) -> int:
     return int(config.get("num_learners", 1)) if uses_learner_group(config) else 0
 
 
+def trained_policy_specs(
+    local_worker: Any,
+) -> dict[str, tuple[type[Policy], gym.Space, gym.Space, dict[str, Any]]]:
+    """``LearnerGroup``'s ``policy_specs`` of the worker's policies in ``policies_to_train``."""
+    return {
+        pid: (type(p), p.observation_space, p.action_space, p.config)
+        for pid, p in local_worker.policy_map.items()
+        if pid in local_worker.policies_to_train
+    }
+
+
 class LearnerGroup:
     """K learners on a backend, learning together on each train batch.
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -58,8 +57,8 @@ import numpy as np
 from hpcrl.backends.base import Future, WorkerLostError
 from hpcrl.evaluation.rollout_worker import count_steps
 from hpcrl.evaluation.worker_set import WorkerSet
-from hpcrl.optimizers.async_samples_optimizer import LearnerThread
-from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
+from hpcrl.optimizers.async_samples_optimizer import LearnerQueueOptimizer, LearnerThread
+from hpcrl.optimizers.sync_replay_optimizer import update_target
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY
 from hpcrl.policy.sample_batch import MultiAgentBatch
 from hpcrl.replay import BATCH_INDEXES
@@ -147,7 +146,7 @@ class ApexPlan:
         self.unsynced[worker] = 0
 
 
-class AsyncReplayOptimizer(PolicyOptimizer):
+class AsyncReplayOptimizer(LearnerQueueOptimizer):
     """Ape-X: see the module docstring.
 
     Args:
@@ -270,10 +269,6 @@ class AsyncReplayOptimizer(PolicyOptimizer):
         self._last_target_update = 0
         self.learner_stats: dict[str, Any] = {}
         self._replay_started_at: float | None = None
-        self._rates_since = time.perf_counter()
-        self._sampled_since = 0
-        self._trained_since = 0
-        self._last_rates = {"sampled_steps_per_s": 0.0, "trained_steps_per_s": 0.0}
 
     # -- the driver loop -------------------------------------------------
     def step(self) -> dict[str, Any]:
@@ -448,7 +443,7 @@ class AsyncReplayOptimizer(PolicyOptimizer):
             return
         self._last_target_update = self.num_steps_sampled
         with self.learner.weights_lock:
-            self.workers.local_worker().foreach_trainable_policy(_update_target)
+            self.workers.local_worker().foreach_trainable_policy(update_target)
         self.num_target_updates += 1
 
     def _collect_other_calls(self) -> None:
@@ -460,14 +455,6 @@ class AsyncReplayOptimizer(PolicyOptimizer):
         for future in done:
             with contextlib.suppress(WorkerLostError):  # the stream reports it too
                 future.result()
-
-    def _check_learner(self) -> None:
-        if self.learner.error is not None:
-            raise RuntimeError(
-                f"the learner thread failed: {self.learner.error!r}"
-            ) from self.learner.error
-        if self._started and not self.learner.is_alive():
-            raise RuntimeError("the learner thread ended unexpectedly")
 
     def _check_starved(self, now: float) -> None:
         """Once replay has started, a learner without a batch for ``learner_queue_timeout``
@@ -487,17 +474,9 @@ class AsyncReplayOptimizer(PolicyOptimizer):
 
     # -- reporting and checkpoints ---------------------------------------
     def stats(self) -> dict[str, Any]:
-        now = time.perf_counter()
-        elapsed = now - self._rates_since
-        if elapsed > 0 and (self._sampled_since or self._trained_since):
-            self._last_rates = {
-                "sampled_steps_per_s": self._sampled_since / elapsed,
-                "trained_steps_per_s": self._trained_since / elapsed,
-            }
-            self._rates_since, self._sampled_since, self._trained_since = now, 0, 0
         return {
             **super().stats(),
-            **self._last_rates,
+            **self.learner_report(),
             "num_learner_updates": self.num_learner_updates,
             "num_target_updates": self.num_target_updates,
             "num_weight_syncs": self.num_weight_syncs,
@@ -505,16 +484,9 @@ class AsyncReplayOptimizer(PolicyOptimizer):
             "num_shard_restarts": self.num_shard_restarts,
             "num_late_priority_updates": self.num_late_priority_updates,
             "num_worker_restarts": self.num_worker_restarts,
-            "learner_queue_size": self.learner.inqueue.qsize(),
-            "learner_queue_wait_s": round(self.learner.queue_wait_s, 4),
-            "learner_learn_s": round(self.learner.learn_s, 4),
             "replay_shard_rows": list(self.plan.rows),
             "learner": self.learner_stats,
         }
-
-    def paused(self) -> threading.Lock:
-        """The learner's weights lock: while held, the learner thread changes nothing."""
-        return self.learner.weights_lock
 
     def save(self) -> dict[str, Any]:
         return {
@@ -580,9 +552,3 @@ class AsyncReplayOptimizer(PolicyOptimizer):
 
 def shard_file(directory: str, index: int) -> str:
     return os.path.join(directory, f"replay_shard_{index}.h5")
-
-
-def _update_target(policy: Any, policy_id: str) -> None:
-    update = getattr(policy, "update_target", None)
-    if update is not None:
-        update()

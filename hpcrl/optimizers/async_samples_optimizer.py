@@ -355,7 +355,7 @@ class GroupLearner:
         learner_backend: str = "auto",
         learner_timeout_s: float = 300.0,
     ) -> None:
-        from hpcrl.learners.learner_group import LearnerGroup
+        from hpcrl.learners.learner_group import LearnerGroup, trained_policy_specs
 
         if learner_queue_size < 1:
             raise ValueError(f"learner_queue_size must be >= 1, got {learner_queue_size}")
@@ -363,14 +363,9 @@ class GroupLearner:
             raise ValueError(f"num_sgd_iter must be >= 1, got {num_sgd_iter}")
         local = workers.local_worker()
         self.local_worker = local
-        specs = {
-            pid: (type(p), p.observation_space, p.action_space, p.config)
-            for pid, p in local.policy_map.items()
-            if pid in local.policies_to_train
-        }
         self.group = LearnerGroup(
             workers.backend,
-            specs,
+            trained_policy_specs(local),
             num_learners=num_learners,
             num_gpus_per_learner=num_gpus_per_learner,
             learner_backend=learner_backend,
@@ -489,7 +484,53 @@ class GroupLearner:
         self._started = False
 
 
-class AsyncSamplesOptimizer(PolicyOptimizer):
+class LearnerQueueOptimizer(PolicyOptimizer):
+    """What the optimizers with a learner behind a queue (IMPALA's, Ape-X's) share:
+    the learner's failure raised on the driver, step rates, the learner's state
+    in the reports, the pause for checkpoints."""
+
+    learner: LearnerThread | GroupLearner
+    _started: bool
+
+    def __init__(self, workers: WorkerSet) -> None:
+        super().__init__(workers)
+        self._rates_since = time.perf_counter()
+        self._sampled_since = 0
+        self._trained_since = 0
+        self._last_rates = {"sampled_steps_per_s": 0.0, "trained_steps_per_s": 0.0}
+
+    def _check_learner(self) -> None:
+        if self.learner.error is not None:
+            raise RuntimeError(
+                f"the learner thread failed: {self.learner.error!r}"
+            ) from self.learner.error
+        if self._started and not self.learner.is_alive():
+            raise RuntimeError("the learner thread ended unexpectedly")
+
+    def learner_report(self) -> dict[str, Any]:
+        """Sampled and trained steps/s since the last report (the last figures again
+        if nothing moved), and the learner's queue and times."""
+        now = time.perf_counter()
+        elapsed = now - self._rates_since
+        if elapsed > 0 and (self._sampled_since or self._trained_since):
+            self._last_rates = {
+                "sampled_steps_per_s": self._sampled_since / elapsed,
+                "trained_steps_per_s": self._trained_since / elapsed,
+            }
+            self._rates_since, self._sampled_since, self._trained_since = now, 0, 0
+        return {
+            **self._last_rates,
+            "learner_queue_size": self.learner.inqueue.qsize(),
+            "learner_queue_wait_s": round(self.learner.queue_wait_s, 4),
+            "learner_learn_s": round(self.learner.learn_s, 4),
+        }
+
+    def paused(self) -> Any:
+        """The learner's weights lock: while held, the learner changes nothing."""
+        return self.learner.weights_lock
+
+
+class AsyncSamplesOptimizer(LearnerQueueOptimizer):
     """Asynchronous sampling with a learner thread (IMPALA, APPO); see the module
     docstring for the architecture.
 
@@ -589,10 +630,6 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
         self._pending_rows = 0
         self._lags: list[int] = []
         self._started = False
-        self._rates_since = time.perf_counter()
-        self._sampled_since = 0
-        self._trained_since = 0
-        self._last_rates = {"sampled_steps_per_s": 0.0, "trained_steps_per_s": 0.0}
 
     # -- the driver loop -------------------------------------------------
     def step(self) -> dict[str, Any]:
@@ -726,14 +763,6 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
             self._lags.extend(lags)
             self.learner_stats = {pid: r[LEARNER_STATS_KEY] for pid, r in fetches.items()}
 
-    def _check_learner(self) -> None:
-        if self.learner.error is not None:
-            raise RuntimeError(
-                f"the learner thread failed: {self.learner.error!r}"
-            ) from self.learner.error
-        if self._started and not self.learner.is_alive():
-            raise RuntimeError("the learner thread ended unexpectedly")
-
     def _raise_starved(self) -> None:
         silent = self.stream.silent(self.learner_queue_timeout)
         names = [repr(self._remote[i]) for i in silent]
@@ -745,22 +774,11 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
 
     # -- reporting and checkpoints ---------------------------------------
     def stats(self) -> dict[str, Any]:
-        now = time.perf_counter()
-        elapsed = now - self._rates_since
-        if elapsed > 0 and (self._sampled_since or self._trained_since):
-            self._last_rates = {
-                "sampled_steps_per_s": self._sampled_since / elapsed,
-                "trained_steps_per_s": self._trained_since / elapsed,
-            }
-            self._rates_since, self._sampled_since, self._trained_since = now, 0, 0
         lags, self._lags = self._lags, []
         return {
             **super().stats(),
-            **self._last_rates,
+            **self.learner_report(),
             "num_learner_updates": self.num_learner_updates,
-            "learner_queue_size": self.learner.inqueue.qsize(),
-            "learner_queue_wait_s": round(self.learner.queue_wait_s, 4),
-            "learner_learn_s": round(self.learner.learn_s, 4),
             "num_replayed_batches": self.learner.num_replayed,
             "policy_lag_mean": float(np.mean(lags)) if lags else 0.0,
             "policy_lag_max": int(max(lags)) if lags else 0,
@@ -777,10 +795,6 @@ class AsyncSamplesOptimizer(PolicyOptimizer):
             "learner_backend": group.process_group_backend,
             "learner_allreduce_s": round(group.timings["allreduce_s"], 4),
         }
-
-    def paused(self) -> Any:
-        """The learner's weights lock: while held, the learner thread changes nothing."""
-        return self.learner.weights_lock
 
     def save(self) -> dict[str, Any]:
         """Counters; with data-parallel learners, learner 0's policy state is copied

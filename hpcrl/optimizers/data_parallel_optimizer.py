@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpcrl.evaluation.worker_set import WorkerSet
-from hpcrl.learners.learner_group import LearnerGroup
+from hpcrl.learners.learner_group import LearnerGroup, trained_policy_specs
 from hpcrl.optimizers.sync_samples_optimizer import SyncSamplesOptimizer
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -65,15 +65,9 @@ class DataParallelOptimizer(SyncSamplesOptimizer):
         super().__init__(
             workers, train_batch_size, num_sgd_iter, sgd_minibatch_size, standardize_fields
         )
-        local = workers.local_worker()
-        specs = {
-            pid: (type(p), p.observation_space, p.action_space, p.config)
-            for pid, p in local.policy_map.items()
-            if pid in local.policies_to_train
-        }
         self.learners = LearnerGroup(
             self.backend,
-            specs,
+            trained_policy_specs(workers.local_worker()),
             num_learners=num_learners,
             num_gpus_per_learner=num_gpus_per_learner,
             learner_backend=learner_backend,

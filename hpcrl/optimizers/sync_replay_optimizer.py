@@ -165,7 +165,7 @@ class SyncReplayOptimizer(PolicyOptimizer):
         for _ in range(self.plan.batches_due(sampled, self.num_steps_sampled)):
             fetches = self._learn_on_replay(local)
         if self.plan.target_update_due(self.num_steps_sampled):
-            local.foreach_trainable_policy(_update_target)
+            local.foreach_trainable_policy(update_target)
             self.num_target_updates += 1
         return fetches
 
@@ -224,7 +224,9 @@ class SyncReplayOptimizer(PolicyOptimizer):
             self.buffer.set_state(data["buffer"])
 
 
-def _update_target(policy: Any, policy_id: str) -> None:
+def update_target(policy: Any, policy_id: str) -> None:
+    """``foreach_trainable_policy`` function: the policy's target networks updated,
+    if it has any."""
     update = getattr(policy, "update_target", None)
     if update is not None:
         update()
