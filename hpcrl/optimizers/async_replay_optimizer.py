@@ -59,7 +59,6 @@ from hpcrl.evaluation.rollout_worker import count_steps
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.optimizers.async_samples_optimizer import LearnerQueueOptimizer, LearnerThread
 from hpcrl.optimizers.sync_replay_optimizer import update_target
-from hpcrl.policy.loss_output import LEARNER_STATS_KEY
 from hpcrl.policy.sample_batch import MultiAgentBatch
 from hpcrl.replay import BATCH_INDEXES
 from hpcrl.replay.replay_shard import ReplayShard
@@ -260,14 +259,12 @@ class AsyncReplayOptimizer(LearnerQueueOptimizer):
         self._generation = [0] * len(self.shards)  # times each shard was re-created
         self._other_calls: list[Future] = []  # weights and priorities sent, not yet answered
         self._started = False
-        self.num_learner_updates = 0
         self.num_target_updates = 0
         self.num_shard_restarts = 0
         self.num_late_priority_updates = 0  # for rows of a shard since re-created
         self.num_worker_restarts = 0
         self.num_weight_syncs = 0
         self._last_target_update = 0
-        self.learner_stats: dict[str, Any] = {}
         self._replay_started_at: float | None = None
 
     # -- the driver loop -------------------------------------------------
@@ -406,19 +403,9 @@ class AsyncReplayOptimizer(LearnerQueueOptimizer):
             if self._replaying[shard]:
                 self._replays.grant(shard)
 
-    def _drain_learner(self) -> dict[str, Any]:
-        fetches: dict[str, Any] = {}
-        while True:
-            try:
-                rows, fetches, info = self.learner.outqueue.get_nowait()
-            except queue.Empty:
-                return fetches
-            self.num_steps_trained += rows
-            self._trained_since += rows
-            self.num_learner_updates += 1
-            self.learner_stats = {pid: r[LEARNER_STATS_KEY] for pid, r in fetches.items()}
-            if self.prioritized and info:
-                self._send_priorities(*info, fetches)
+    def _on_update(self, fetches: dict[str, Any], info: Any) -> None:
+        if self.prioritized and info:
+            self._send_priorities(*info, fetches)
 
     def _send_priorities(
         self, shard: int, generation: int, indexes: dict[str, np.ndarray], fetches: dict

@@ -498,6 +498,8 @@ class LearnerQueueOptimizer(PolicyOptimizer):
         self._sampled_since = 0
         self._trained_since = 0
         self._last_rates = {"sampled_steps_per_s": 0.0, "trained_steps_per_s": 0.0}
+        self.num_learner_updates = 0
+        self.learner_stats: dict[str, Any] = {}
 
     def _check_learner(self) -> None:
         if self.learner.error is not None:
@@ -528,6 +530,25 @@ class LearnerQueueOptimizer(PolicyOptimizer):
     def paused(self) -> Any:
         """The learner's weights lock: while held, the learner changes nothing."""
         return self.learner.weights_lock
+
+    def _drain_learner(self) -> dict[str, Any]:
+        """Count the updates the learner made since the last call (``_on_update`` for
+        each); the fetches of the last one (empty if none)."""
+        self.learner.poll()
+        fetches: dict[str, Any] = {}
+        while True:
+            try:
+                rows, fetches, info = self.learner.outqueue.get_nowait()
+            except queue.Empty:
+                return fetches
+            self.num_steps_trained += rows
+            self._trained_since += rows
+            self.num_learner_updates += 1
+            self.learner_stats = {pid: r[LEARNER_STATS_KEY] for pid, r in fetches.items()}
+            self._on_update(fetches, info)
+
+    def _on_update(self, fetches: dict[str, Any], info: Any) -> None:
+        """One learner update was counted; ``info`` is what its batch was queued with."""
 
 
 class AsyncSamplesOptimizer(LearnerQueueOptimizer):
@@ -621,8 +642,6 @@ class AsyncSamplesOptimizer(LearnerQueueOptimizer):
                 num_sgd_iter,
                 replay,
             )
-        self.learner_stats: dict[str, Any] = {}
-        self.num_learner_updates = 0
         self._samples = workers.backend.stream(self._remote, "sample") if self._remote else None
         self._weight_calls: list[Future] = []
         self._pending: list[Batch] = []  # batches not yet making a train batch
@@ -748,20 +767,9 @@ class AsyncSamplesOptimizer(LearnerQueueOptimizer):
                             "(learner_queue_timeout) with its queue full: it is stuck"
                         ) from None
 
-    def _drain_learner(self) -> dict[str, Any]:
-        self.learner.poll()
-        fetches: dict[str, Any] = {}
-        while True:
-            try:
-                rows, fetches, lags = self.learner.outqueue.get_nowait()
-            except queue.Empty:
-                return fetches
-            self.num_steps_trained += rows
-            self._trained_since += rows
-            self.num_learner_updates += 1
-            self.stream.learner_updated()
-            self._lags.extend(lags)
-            self.learner_stats = {pid: r[LEARNER_STATS_KEY] for pid, r in fetches.items()}
+    def _on_update(self, fetches: dict[str, Any], lags: Any) -> None:
+        self.stream.learner_updated()
+        self._lags.extend(lags)
 
     def _raise_starved(self) -> None:
         silent = self.stream.silent(self.learner_queue_timeout)
