@@ -5,7 +5,9 @@
 compute their rows' first priorities, replay shards (actors like the
 workers) hold the buffer, and a learner thread on the driver learns from
 what the shards replay, sending new priorities back. See
-``hpcrl.optimizers.async_replay_optimizer`` for the pattern.
+``hpcrl.optimizers.async_replay_optimizer`` for the pattern. (A module of its
+own, not part of ``dqn`` as DESIGN.md's layout has it: Ape-X spans DQN and
+DDPG, and keeps both of their modules free of the distributed keys.)
 
 Exploration (APEX): remote worker ``i`` of ``N`` keeps epsilon
 ``0.4 ** (1 + 7 * i / (N - 1))`` (``per_worker_exploration``, on by default);
