@@ -20,6 +20,7 @@ ALGORITHMS: dict[str, str] = {
     "APPO": "hpcrl.algorithms.appo:APPOTrainer",
     "APEX": "hpcrl.algorithms.apex:ApexTrainer",
     "APEX_DDPG": "hpcrl.algorithms.apex:ApexDDPGTrainer",
+    "DDPPO": "hpcrl.algorithms.ddppo:DDPPOTrainer",
     "ES": "hpcrl.algorithms.es:ESTrainer",
     "ARS": "hpcrl.algorithms.es:ARSTrainer",
 }

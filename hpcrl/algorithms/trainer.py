@@ -12,6 +12,7 @@ import numpy as np
 from hpcrl.algorithms.config import COMMON_CONFIG, check_evaluation_config, merge_config
 from hpcrl.env.registry import resolve_env_creator
 from hpcrl.evaluation.metrics import MetricsWindow
+from hpcrl.evaluation.rollout_worker import RolloutWorker
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.learners.learner_group import check_learner_config, uses_learner_group
 from hpcrl.optimizers.data_parallel_optimizer import DataParallelOptimizer
@@ -94,6 +95,8 @@ class Trainer:
     _name = "Trainer"
     _default_config: dict[str, Any] = COMMON_CONFIG
     _policy: type[Policy] | None = None
+    # The class of the remote rollout workers (DD-PPO's also learn).
+    remote_worker_class: type[RolloutWorker] = RolloutWorker
 
     def __init__(self, config: dict[str, Any] | None = None, env: Any = None) -> None:
         config = dict(config or {})
@@ -122,6 +125,7 @@ class Trainer:
             num_workers=self.config["num_workers"],
             config=self.config,
             backend=self.config["backend"],
+            worker_class=self.remote_worker_class,
         )
         self.config["num_workers"] = self.workers.num_workers
         self.optimizer = self.make_policy_optimizer(self.workers, self.config)

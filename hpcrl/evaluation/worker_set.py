@@ -67,6 +67,7 @@ class WorkerSet:
         num_workers: int | None = 0,
         config: dict[str, Any] | None = None,
         backend: Backend | str = "local",
+        worker_class: type[RolloutWorker] = RolloutWorker,
     ) -> None:
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
@@ -106,7 +107,7 @@ class WorkerSet:
             )
             for index in range(1, num_workers + 1):
                 self._remote += self.backend.spawn(
-                    RolloutWorker,
+                    worker_class,
                     remote_env,
                     policy,
                     self.config,

@@ -143,15 +143,21 @@ class LearnerGroup:
         num_gpus_per_learner: int = 0,
         learner_backend: str = "auto",
         timeout_s: float = 300.0,
+        actors: Sequence[Any] | None = None,
     ) -> None:
+        if actors is not None:  # actors that learn besides their own job (DD-PPO's workers)
+            num_learners = len(actors)
         if isinstance(num_learners, bool) or not isinstance(num_learners, int) or num_learners < 1:
             raise ValueError(f"num_learners must be an int >= 1, got {num_learners!r}")
         self.num_learners = num_learners
+        self._own_actors = actors is None
         self.timeout_s = timeout_s
         self._failed = False
         # Seconds of the last learn() in the slowest learner: all of it, and all-reduces.
         self.timings = {"sgd_s": 0.0, "allreduce_s": 0.0}
-        self._own_backend = isinstance(backend, LocalBackend) and num_learners > 1
+        self._own_backend = (
+            self._own_actors and isinstance(backend, LocalBackend) and num_learners > 1
+        )
         configs = [spec[3] for spec in policy_specs.values()]
         threads = configs[0].get("num_torch_threads") if configs else None
         if self._own_backend:
@@ -162,14 +168,17 @@ class LearnerGroup:
         self.backend = backend
         self.learners: list[Any] = []
         try:
-            backend.check_capacity(num_learners, "learner")
-            self.learners = backend.spawn(
-                _learner_class(),
-                policy_specs,
-                count=num_learners,
-                role="learner",
-                num_torch_threads=threads,
-            )
+            if actors is not None:
+                self.learners = list(actors)
+            else:
+                backend.check_capacity(num_learners, "learner")
+                self.learners = backend.spawn(
+                    _learner_class(),
+                    policy_specs,
+                    count=num_learners,
+                    role="learner",
+                    num_torch_threads=threads,
+                )
             described = self._gather(backend.call(self.learners, "describe"))
             port = 0
             if num_learners > 1:
@@ -291,8 +300,11 @@ class LearnerGroup:
         return self._gather(self.backend.call(learners, method, *args))
 
     def stop(self) -> None:
-        """Leave the process group and end the learners (at once after a failure)."""
-        if self._own_backend:
+        """Leave the process group and end the learners (at once after a failure);
+        actors given to the group are left to their owner."""
+        if not self._own_actors:
+            pass
+        elif self._own_backend:
             if self._failed:
                 for learner in self.learners:
                     self.backend.kill(learner)

@@ -1,0 +1,288 @@
+"""DD-PPO: decentralised distributed PPO (Wijmans et al. 2020).
+
+Every rollout worker is also a learner: it samples ``rollout_fragment_length
+x num_envs_per_worker`` steps, computes GAE on its own data, standardises its
+advantages, and runs ``num_sgd_iter`` epochs of minibatch SGD on them, the
+gradients of each minibatch averaged over all workers by one all-reduce
+(torch.distributed: gloo on CPUs, NCCL when every worker has a GPU). There is
+no central learner and no weight broadcast: every worker applies the same
+averaged gradients to the same weights with the same optimizer state, so the
+weights stay identical. The driver only starts each iteration and gathers
+metrics; it copies worker 0's policy when it needs one (checkpoints,
+evaluation).
+
+The workers form their process group as the data-parallel learners do
+(``LearnerGroup`` with the workers as its actors), so it runs wherever those
+do: MPI ranks (``mpiexec -n 3 hpcrl train --run DDPPO --backend mpi``),
+``srun``/sbatch (``slurm/mpi_job.sbatch --run DDPPO``), and Dask actors. The
+local backend holds every worker in the driver's process, so there it runs
+with one worker only.
+
+Not built: the paper's straggler rule (workers stop sampling once a fraction
+of the others has finished); every worker samples its whole fragment.
+
+Example:
+    >>> with DDPPOTrainer({"num_workers": 1, "rollout_fragment_length": 32,
+    ...                    "num_envs_per_worker": 2, "sgd_minibatch_size": 32,
+    ...                    "num_sgd_iter": 2}, env="CartPole-v1") as trainer:
+    ...     result = trainer.train()
+    >>> result["info"]["num_steps_trained"]
+    64
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from hpcrl.algorithms.ppo import DEFAULT_CONFIG as PPO_CONFIG
+from hpcrl.algorithms.ppo import PPOTorchPolicy
+from hpcrl.algorithms.trainer_template import build_trainer
+from hpcrl.backends.local import LocalBackend
+from hpcrl.evaluation.rollout_worker import RolloutWorker
+from hpcrl.evaluation.worker_set import WorkerSet
+from hpcrl.learners.learner_group import LearnerGroup
+from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
+from hpcrl.policy.loss_output import LEARNER_STATS_KEY
+from hpcrl.policy.sgd import mean_stats, standardize_fields
+
+
+class DDPPOWorker(RolloutWorker):
+    """A rollout worker that learns on its own samples, in a process group with the
+    other workers (a ``Learner`` for the group's side, holding this worker's
+    trainable policies)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from hpcrl.learners.learner import Learner
+
+        self.learner = Learner({})
+
+    def describe(self) -> dict[str, Any]:
+        return self.learner.describe()
+
+    def open_store(self, timeout_s: float) -> int:
+        return self.learner.open_store(timeout_s)
+
+    def join(self, rendezvous: Any, backend: str, device: str, timeout_s: float) -> None:
+        if device != "cpu":
+            raise ValueError(
+                f"DD-PPO's workers sample and learn on the CPU here; got device {device!r}: "
+                "set num_gpus_per_learner to 0"
+            )
+        self.learner.join(rendezvous, backend, device, timeout_s)
+        self.learner.policies = {pid: self.policy_map[pid] for pid in self.policies_to_train}
+
+    def sample_and_learn(
+        self, num_sgd_iter: int, minibatches_per_epoch: int, iteration: int
+    ) -> dict[str, Any]:
+        """One DD-PPO iteration of this worker: sample, standardise the advantages,
+        ``num_sgd_iter`` epochs of ``minibatches_per_epoch`` minibatches, each
+        gradient averaged over all workers. Returns the steps and the stats."""
+        batch = self.sample()
+        rng = np.random.default_rng([self.seed or 0, self.worker_index, iteration])
+        shards = {}
+        for pid, rows in self.trainable_batches(batch).items():
+            standardize_fields(rows, ["advantages"])
+            epochs = [
+                np.array_split(rng.permutation(rows.count), minibatches_per_epoch)
+                for _ in range(num_sgd_iter)
+            ]
+            shards[pid] = (rows, epochs)
+        answer = self.learner.learn(shards)
+        return {
+            "steps": batch.count,
+            "results": {
+                pid: {"stats": r["result"][LEARNER_STATS_KEY], "rows": r["rows"]}
+                for pid, r in answer["results"].items()
+            },
+            "allreduce_s": answer["allreduce_s"],
+            "sgd_s": answer["sgd_s"],
+        }
+
+    def get_policy_states(self) -> dict[str, dict[str, Any]]:
+        """The trainable policies' whole state (optimizer included), by policy id."""
+        return {pid: self.policy_map[pid].get_state() for pid in self.policies_to_train}
+
+    def set_policy_states(self, states: dict[str, dict[str, Any]]) -> None:
+        for pid, state in states.items():
+            self.policy_map[pid].set_state(state)
+
+
+class DDPPOOptimizer(PolicyOptimizer):
+    """Starts each DD-PPO iteration on every worker and gathers the metrics.
+
+    Args:
+        workers: the WorkerSet of ``DDPPOWorker``s (at least one remote).
+        num_sgd_iter: epochs per iteration.
+        minibatches_per_epoch: minibatches per epoch on each worker (the same on
+            all: one all-reduce each).
+        learner_backend: "auto", "gloo" or "nccl".
+        timeout_s: seconds a worker waits in the rendezvous or an all-reduce.
+    """
+
+    def __init__(
+        self,
+        workers: WorkerSet,
+        num_sgd_iter: int = 10,
+        minibatches_per_epoch: int = 1,
+        learner_backend: str = "auto",
+        timeout_s: float = 300.0,
+    ) -> None:
+        super().__init__(workers)
+        remote = workers.remote_workers()
+        if not remote:
+            raise ValueError(
+                "DD-PPO samples and learns on its rollout workers: set num_workers >= 1"
+            )
+        if isinstance(self.backend, LocalBackend) and len(remote) > 1:
+            raise ValueError(
+                f"DD-PPO runs one process per worker; the local backend would hold all "
+                f"{len(remote)} in the driver's process: use --backend mpi (mpiexec -n "
+                f"{len(remote) + 1}) or --backend dask, or num_workers 1"
+            )
+        self.num_sgd_iter = num_sgd_iter
+        self.minibatches_per_epoch = minibatches_per_epoch
+        self.group = LearnerGroup(
+            self.backend, {}, actors=remote, learner_backend=learner_backend, timeout_s=timeout_s
+        )
+        self.iteration = 0
+        self._state_due = False  # the driver's policies to the workers (after a restore)
+        self.learner_stats: dict[str, Any] = {}
+        self.timings = {"sgd_s": 0.0, "allreduce_s": 0.0}
+
+    def step(self) -> dict[str, Any]:
+        remote = self.workers.remote_workers()
+        if self._state_due:
+            self.backend.get(self.backend.call(remote, "set_policy_states", self._driver_states()))
+            self._state_due = False
+        with self._timed("sample_and_learn"):
+            answers = self.group._gather(
+                self.backend.call(
+                    remote,
+                    "sample_and_learn",
+                    self.num_sgd_iter,
+                    self.minibatches_per_epoch,
+                    self.iteration,
+                )
+            )
+        self.iteration += 1
+        steps = sum(a["steps"] for a in answers)
+        self.num_steps_sampled += steps
+        self.num_steps_trained += steps
+        self.timings = {key: max(a[key] for a in answers) for key in ("sgd_s", "allreduce_s")}
+        fetches = {}
+        for pid in answers[0]["results"]:
+            parts = [a["results"][pid] for a in answers]
+            stats = mean_stats([p["stats"] for p in parts], [p["rows"] for p in parts])
+            fetches[pid] = {LEARNER_STATS_KEY: stats}
+        self.learner_stats = {pid: f[LEARNER_STATS_KEY] for pid, f in fetches.items()}
+        return fetches
+
+    def _driver_states(self) -> dict[str, dict[str, Any]]:
+        local = self.workers.local_worker()
+        return {pid: local.get_policy(pid).get_state() for pid in local.policies_to_train}
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The driver's policies made worker 0's (weights, optimizer state, counters)
+        for a checkpoint or an evaluation."""
+        [states] = self.backend.get(
+            self.backend.call(self.workers.remote_workers()[:1], "get_policy_states")
+        )
+        local = self.workers.local_worker()
+        for pid, state in states.items():
+            local.get_policy(pid).set_state(state)
+        yield
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "num_workers_learning": self.group.num_learners,
+            "learner_backend": self.group.process_group_backend,
+            "learner_allreduce_s": round(self.timings["allreduce_s"], 4),
+            "learner_sgd_s": round(self.timings["sgd_s"], 4),
+            "learner": self.learner_stats,
+        }
+
+    def save(self) -> dict[str, Any]:
+        return {**super().save(), "ddppo_iteration": self.iteration}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        super().restore(data)
+        self.iteration = int(data["ddppo_iteration"])
+        self._state_due = True
+
+    def stop(self) -> None:
+        self.group.stop()
+
+
+DDPPO_CONFIG: dict[str, Any] = {
+    **PPO_CONFIG,
+    # RLlib's DD-PPO values: per worker, fragments of 100 steps from 5 envs,
+    # minibatches of 50 rows; no KL penalty (each worker would adapt its own).
+    "num_workers": 2,
+    "rollout_fragment_length": 100,
+    "num_envs_per_worker": 5,
+    "sgd_minibatch_size": 50,
+    "num_sgd_iter": 10,
+    "kl_coeff": 0.0,
+    "kl_target": 0.0,
+    # Unused: each worker learns on its own fragment (rollout_fragment_length x
+    # num_envs_per_worker rows).
+    "train_batch_size": -1,
+}
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    if config["kl_coeff"] != 0:
+        raise ValueError(
+            f"DD-PPO has no KL penalty (each worker would adapt its own coefficient); "
+            f"got kl_coeff={config['kl_coeff']}: set it to 0"
+        )
+    if config["batch_mode"] != "truncate_episodes":
+        raise ValueError(
+            "DD-PPO needs batch_mode 'truncate_episodes': every worker must learn on the same "
+            f"number of rows (one all-reduce per minibatch); got {config['batch_mode']!r}"
+        )
+    if config["num_learners"] != 1 or config["num_gpus_per_learner"]:
+        raise ValueError(
+            "DD-PPO's workers are its learners: leave num_learners at 1 and "
+            "num_gpus_per_learner at 0 (set num_workers for more of them)"
+        )
+    if config["sgd_minibatch_size"] < 1:
+        raise ValueError(f"sgd_minibatch_size must be >= 1, got {config['sgd_minibatch_size']}")
+
+
+def make_ddppo_optimizer(workers: WorkerSet, config: dict[str, Any]) -> DDPPOOptimizer:
+    rows = config["rollout_fragment_length"] * config["num_envs_per_worker"]
+    return DDPPOOptimizer(
+        workers,
+        num_sgd_iter=config["num_sgd_iter"],
+        minibatches_per_epoch=max(1, rows // config["sgd_minibatch_size"]),
+        learner_backend=config["learner_backend"],
+        timeout_s=config["learner_timeout_s"],
+    )
+
+
+class DDPPOWorkersMixin:
+    """The trainer's remote workers are ``DDPPOWorker``s."""
+
+    remote_worker_class = DDPPOWorker
+
+
+DDPPOTorchPolicy = PPOTorchPolicy.with_updates(
+    name="DDPPOTorchPolicy", get_default_config=lambda: DDPPO_CONFIG
+)
+
+DDPPOTrainer = build_trainer(
+    "DDPPO",
+    DDPPOTorchPolicy,
+    default_config=DDPPO_CONFIG,
+    make_policy_optimizer=make_ddppo_optimizer,
+    validate_config=validate_config,
+    mixins=[DDPPOWorkersMixin],
+)

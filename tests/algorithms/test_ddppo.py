@@ -1,0 +1,59 @@
+"""DD-PPO on the local backend (one worker): it learns on its worker, checkpoints
+worker 0's policy, and refuses what it cannot run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpcrl.algorithms.ddppo import DDPPOTrainer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SMALL = {
+    "num_workers": 1,
+    "rollout_fragment_length": 32,
+    "num_envs_per_worker": 2,
+    "sgd_minibatch_size": 16,
+    "num_sgd_iter": 2,
+    "model": {"fcnet_hiddens": [8]},
+    "seed": 0,
+}
+
+
+def test_the_worker_learns_and_a_checkpoint_holds_its_policy(tmp_path):
+    with DDPPOTrainer(SMALL, env="CartPole-v1") as trainer:
+        before = trainer.get_policy().get_weights()
+        result = trainer.train()
+        assert result["info"]["num_steps_trained"] == 64
+        assert "policy_loss" in result["info"]["learner"]["default_policy"]
+        # the driver's policy does not learn: it stays as it was until it copies worker 0
+        for key, value in trainer.get_policy().get_weights().items():
+            np.testing.assert_array_equal(value, before[key])
+        path = trainer.save(str(tmp_path))
+        [worker] = trainer.workers.call_remote("get_policy_states")
+        saved = trainer.get_policy().get_state()
+    for key, value in worker["default_policy"]["weights"].items():
+        np.testing.assert_array_equal(saved["weights"][key], value)
+        assert not np.array_equal(value, before[key]) or value.size == 0
+    with DDPPOTrainer(SMALL, env="CartPole-v1") as restored:
+        restored.restore(path)
+        restored.train()  # the worker goes on from the restored policy
+        [state] = restored.workers.call_remote("get_policy_states")
+    assert state["default_policy"]["num_updates"] if "num_updates" in state else True
+    assert restored.optimizer.iteration == 2
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"num_workers": 2}, "use --backend mpi"),
+        ({"num_workers": 0}, "num_workers >= 1"),
+        ({"kl_coeff": 0.2}, "DD-PPO has no KL penalty"),
+        ({"batch_mode": "complete_episodes"}, "needs batch_mode 'truncate_episodes'"),
+        ({"num_learners": 2}, "DD-PPO's workers are its learners"),
+    ],
+)
+def test_what_it_cannot_run_is_a_clear_error(config, message):
+    with pytest.raises(ValueError, match=message):
+        DDPPOTrainer({**SMALL, **config}, env="CartPole-v1")

@@ -1,0 +1,72 @@
+"""DD-PPO under mpiexec (driver + worker ranks that sample and learn); see
+test_ddppo_mpi.py.
+
+Usage: mpiexec -n 3 python ddppo_script.py [FAIL_ON_WORKER]
+
+Checks after every iteration that every worker holds the same weights and
+optimizer state, and that the driver's policy becomes worker 0's when it
+pauses (checkpoints); prints "IDENTICAL <iterations>". With FAIL_ON_WORKER,
+that worker's env raises during the second iteration.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import gymnasium as gym
+import numpy as np
+
+from hpcrl.algorithms.ddppo import DDPPOTrainer
+from hpcrl.env.registry import register_env
+
+
+class FailingCartPole(gym.Wrapper):
+    def __init__(self, context):
+        super().__init__(gym.make("CartPole-v1"))
+        self.fail = context.worker_index == context.get("fail_on_worker", -1)
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.fail and self.steps > 40:
+            raise RuntimeError("env failure on worker")
+        return self.env.step(action)
+
+
+def weights(state: dict) -> dict:
+    return state["default_policy"]["weights"]
+
+
+def main() -> None:
+    fail_on = int(sys.argv[1]) if len(sys.argv) > 1 else -1
+    register_env("failing_cartpole", FailingCartPole)
+    config = {
+        "backend": "mpi",
+        "env": "failing_cartpole",
+        "env_config": {"fail_on_worker": fail_on},
+        "rollout_fragment_length": 32,
+        "num_envs_per_worker": 2,
+        "sgd_minibatch_size": 16,
+        "num_sgd_iter": 2,
+        "model": {"fcnet_hiddens": [16]},
+        "seed": 0,
+    }
+    trainer = DDPPOTrainer(config)
+    for _ in range(3):
+        result = trainer.train()
+        first, *others = trainer.workers.call_remote("get_policy_states")
+        for other in others:
+            for key, value in weights(first).items():
+                assert np.array_equal(weights(other)[key], value), key
+        with trainer.optimizer.paused():
+            mine = trainer.get_policy().get_weights()
+        for key, value in weights(first).items():
+            assert np.array_equal(mine[key], value), key
+    assert result["info"]["learner_backend"] == "gloo"
+    workers = result["info"]["num_workers_learning"]
+    print(f"IDENTICAL {result['training_iteration']} on {workers} workers", flush=True)
+    trainer.stop()
+
+
+if __name__ == "__main__":
+    main()
