@@ -26,8 +26,8 @@ Example:
     ...                    "num_envs_per_worker": 2, "sgd_minibatch_size": 32,
     ...                    "num_sgd_iter": 2}, env="CartPole-v1") as trainer:
     ...     result = trainer.train()
-    >>> result["info"]["num_steps_trained"]
-    64
+    >>> result["info"]["num_steps_trained"] >= 2 * 32  # a fragment of 32 steps from 2 envs
+    True
 """
 
 from __future__ import annotations
