@@ -103,6 +103,12 @@ class DDPPOWorker(RolloutWorker):
             "sgd_s": answer["sgd_s"],
         }
 
+    def stop(self) -> None:
+        """Leave the process group too: a Dask worker process outlives its actor, and
+        the next DD-PPO run there makes a group of its own."""
+        self.learner.stop()
+        super().stop()
+
     def get_policy_states(self) -> dict[str, dict[str, Any]]:
         """The trainable policies' whole state (optimizer included), by policy id."""
         return {pid: self.policy_map[pid].get_state() for pid in self.policies_to_train}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpcrl.algorithms.ddppo import DDPPOTrainer
+from hpcrl.algorithms.ddppo import DDPPOTrainer, DDPPOWorker
 
 pytest.importorskip("distributed")
 
@@ -31,3 +31,70 @@ def test_two_dask_workers_learn_together_and_hold_the_same_weights(dask_cluster)
     assert result["info"]["num_workers_learning"] == 2
     assert result["info"]["learner_backend"] == "gloo"
     assert result["timesteps_total"] >= 2 * 2 * 64  # two iterations of 2 x 64 rows
+
+
+class RecordingWorker(DDPPOWorker):
+    """Keeps what it learned on, its weights before, and its gradients right after
+    the all-reduce."""
+
+    def join(self, *args, **kwargs):
+        super().join(*args, **kwargs)
+        learner, reduce = self.learner, self.learner._all_reduce
+
+        def recording(parameters, rows):
+            reduce(parameters, rows)
+            self.reduced = [p.grad.detach().clone().numpy() for p in parameters]
+
+        learner._all_reduce = recording
+
+    def sample_and_learn(self, *args, **kwargs):
+        self.before = self.get_policy().get_weights()
+        real_learn = self.learner.learn
+
+        def learn(shards):
+            self.shard = {pid: rows.copy() for pid, (rows, _) in shards.items()}
+            return real_learn(shards)
+
+        self.learner.learn = learn
+        try:
+            return super().sample_and_learn(*args, **kwargs)
+        finally:
+            self.learner.learn = real_learn
+
+    def recorded(self):
+        return self.before, self.shard["default_policy"], self.reduced
+
+
+def test_reduced_gradients_are_the_gradient_of_the_mean_loss_over_all_workers(dask_cluster):
+    from hpcrl.policy.sample_batch import concat_samples
+
+    class RecordingTrainer(DDPPOTrainer):
+        remote_worker_class = RecordingWorker
+
+    config = {
+        "backend": "dask",
+        "dask_address": dask_cluster.scheduler_address,
+        "num_workers": 2,
+        "rollout_fragment_length": 16,
+        "num_envs_per_worker": 2,
+        "sgd_minibatch_size": 1000,  # one minibatch: each worker's whole fragment
+        "num_sgd_iter": 1,
+        "model": {"fcnet_hiddens": [8]},
+        "seed": 0,
+    }
+    with RecordingTrainer(config, env="CartPole-v1") as trainer:
+        trainer.train()
+        (before, rows_a, grads_a), (_, rows_b, grads_b) = trainer.workers.call_remote("recorded")
+        policy = trainer.get_policy()
+        policy.set_weights(before)
+        # the mean loss over the union: each worker's mean loss weighted by its rows
+        total = sum(
+            policy.compute_loss(rows)[0].total * rows.count for rows in (rows_a, rows_b)
+        ) / (rows_a.count + rows_b.count)
+        policy.model.zero_grad()
+        total.backward()
+        expected = [p.grad.numpy() for p in policy.learned_parameters()]
+    assert len(concat_samples([rows_a, rows_b])) == rows_a.count + rows_b.count
+    for mine, theirs, wanted in zip(grads_a, grads_b, expected):
+        np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_allclose(mine, wanted, rtol=1e-4, atol=1e-6)
