@@ -18,8 +18,11 @@ do: MPI ranks (``mpiexec -n 3 hpcrl train --run DDPPO --backend mpi``),
 local backend holds every worker in the driver's process, so there it runs
 with one worker only.
 
-Not built: the paper's straggler rule (workers stop sampling once a fraction
-of the others has finished); every worker samples its whole fragment.
+The paper's straggler rule, off by default: with ``preemption_fraction`` > 0
+a worker samples its fragment in ``preemption_chunks`` parts and, after at
+least ``preemption_min_fraction`` of it, stops once that fraction of the
+workers has finished theirs (counted in the process group's store).
+``should_stop_sampling`` is the rule.
 
 Example:
     >>> with DDPPOTrainer({"num_workers": 1, "rollout_fragment_length": 32,
@@ -50,13 +53,40 @@ from hpcrl.policy.loss_output import LEARNER_STATS_KEY
 from hpcrl.policy.sgd import mean_stats, standardize_fields
 
 
+def should_stop_sampling(
+    steps: int,
+    target: int,
+    workers_done: int,
+    num_workers: int,
+    preemption_fraction: float,
+    min_fraction: float,
+) -> bool:
+    """The straggler rule of Wijmans et al.: stop sampling once ``preemption_fraction``
+    of the ``num_workers`` workers have finished, but not before ``min_fraction`` of
+    this worker's ``target`` steps (0: the rule is off).
+
+    Example:
+        >>> should_stop_sampling(300, 1000, 2, 3, 0.6, 0.25)  # 2 of 3 done, 30% sampled
+        True
+        >>> should_stop_sampling(200, 1000, 3, 4, 0.6, 0.25)  # under 25% sampled
+        False
+    """
+    if preemption_fraction <= 0 or steps >= target:
+        return steps >= target
+    return steps >= min_fraction * target and workers_done >= preemption_fraction * num_workers
+
+
 class DDPPOWorker(RolloutWorker):
     """A rollout worker that learns on its own samples, in a process group with the
     other workers (a ``Learner`` for the group's side, holding this worker's
     trainable policies)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, env: Any, policy: Any, config: dict[str, Any], **kwargs: Any) -> None:
+        self.target_steps = int(config["rollout_fragment_length"])
+        chunks = int(config.get("preemption_chunks", 1)) if config.get("preemption_fraction") else 1
+        # With the straggler rule the fragment is sampled in parts, checked between them.
+        part = -(-self.target_steps // max(1, chunks))
+        super().__init__(env, policy, {**config, "rollout_fragment_length": part}, **kwargs)
         from hpcrl.learners.learner import Learner
 
         self.learner = Learner({})
@@ -82,7 +112,7 @@ class DDPPOWorker(RolloutWorker):
         """One DD-PPO iteration of this worker: sample, standardise the advantages,
         ``num_sgd_iter`` epochs of ``minibatches_per_epoch`` minibatches, each
         gradient averaged over all workers. Returns the steps and the stats."""
-        batch = self.sample()
+        batch = self._sample_fragment(iteration)
         rng = np.random.default_rng([self.seed or 0, self.worker_index, iteration])
         shards = {}
         for pid, rows in self.trainable_batches(batch).items():
@@ -95,6 +125,7 @@ class DDPPOWorker(RolloutWorker):
         answer = self.learner.learn(shards)
         return {
             "steps": batch.count,
+            "steps_cut_short": self.steps_cut_short * self.num_envs,
             "results": {
                 pid: {"stats": r["result"][LEARNER_STATS_KEY], "rows": r["rows"]}
                 for pid, r in answer["results"].items()
@@ -102,6 +133,33 @@ class DDPPOWorker(RolloutWorker):
             "allreduce_s": answer["allreduce_s"],
             "sgd_s": answer["sgd_s"],
         }
+
+    def _sample_fragment(self, iteration: int) -> Any:
+        """``rollout_fragment_length`` steps per env, in parts when the straggler rule
+        is on (stopping early by it); then this worker counts itself as done."""
+        from hpcrl.policy.sample_batch import concat_samples
+
+        config = self.config
+        store = self.learner.store
+        key = f"ddppo/done/{iteration}"
+        parts, steps = [], 0
+        while True:
+            parts.append(self.sample())
+            steps += self.fragment_length
+            done = int(store.add(key, 0)) if store is not None and steps < self.target_steps else 0
+            if should_stop_sampling(
+                steps,
+                self.target_steps,
+                done,
+                self.num_workers,
+                float(config.get("preemption_fraction") or 0.0),
+                float(config.get("preemption_min_fraction", 0.25)),
+            ):
+                break
+        if store is not None:
+            store.add(key, 1)
+        self.steps_cut_short = max(0, self.target_steps - steps)
+        return parts[0] if len(parts) == 1 else concat_samples(parts)
 
     def stop(self) -> None:
         """Leave the process group too: a Dask worker process outlives its actor, and
@@ -156,6 +214,7 @@ class DDPPOOptimizer(PolicyOptimizer):
             self.backend, {}, actors=remote, learner_backend=learner_backend, timeout_s=timeout_s
         )
         self.iteration = 0
+        self.num_steps_cut_short = 0  # steps the straggler rule spared
         self._state_due = False  # the driver's policies to the workers (after a restore)
         self.learner_stats: dict[str, Any] = {}
         self.timings = {"sgd_s": 0.0, "allreduce_s": 0.0}
@@ -179,6 +238,7 @@ class DDPPOOptimizer(PolicyOptimizer):
         steps = sum(a["steps"] for a in answers)
         self.num_steps_sampled += steps
         self.num_steps_trained += steps
+        self.num_steps_cut_short += sum(a["steps_cut_short"] for a in answers)
         self.timings = {key: max(a[key] for a in answers) for key in ("sgd_s", "allreduce_s")}
         fetches = {}
         for pid in answers[0]["results"]:
@@ -208,6 +268,7 @@ class DDPPOOptimizer(PolicyOptimizer):
         return {
             **super().stats(),
             "num_workers_learning": self.group.num_learners,
+            "num_steps_cut_short": self.num_steps_cut_short,
             "learner_backend": self.group.process_group_backend,
             "learner_allreduce_s": round(self.timings["allreduce_s"], 4),
             "learner_sgd_s": round(self.timings["sgd_s"], 4),
@@ -240,6 +301,13 @@ DDPPO_CONFIG: dict[str, Any] = {
     # Unused: each worker learns on its own fragment (rollout_fragment_length x
     # num_envs_per_worker rows).
     "train_batch_size": -1,
+    # The straggler rule (Wijmans et al.): > 0 turns it on; a worker stops sampling
+    # once this fraction of the workers has finished, after at least
+    # preemption_min_fraction of its fragment, checking between preemption_chunks
+    # parts of it. (hpcrl's keys; off by default.)
+    "preemption_fraction": 0.0,
+    "preemption_min_fraction": 0.25,
+    "preemption_chunks": 4,
 }
 
 
@@ -259,6 +327,16 @@ def validate_config(config: dict[str, Any]) -> None:
             "DD-PPO's workers are its learners: leave num_learners at 1 and "
             "num_gpus_per_learner at 0 (set num_workers for more of them)"
         )
+    if not 0 <= config["preemption_fraction"] <= 1:
+        raise ValueError(
+            f"preemption_fraction must be in [0, 1] (0: off), got {config['preemption_fraction']}"
+        )
+    if not 0 < config["preemption_min_fraction"] <= 1:
+        raise ValueError(
+            f"preemption_min_fraction must be in (0, 1], got {config['preemption_min_fraction']}"
+        )
+    if config["preemption_chunks"] < 1:
+        raise ValueError(f"preemption_chunks must be >= 1, got {config['preemption_chunks']}")
     if config["sgd_minibatch_size"] < 1:
         raise ValueError(f"sgd_minibatch_size must be >= 1, got {config['sgd_minibatch_size']}")
 

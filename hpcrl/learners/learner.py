@@ -74,6 +74,7 @@ class Learner:
         self.policies: dict[str, Any] = {}
         self.rendezvous: Rendezvous | None = None
         self._store: Any = None
+        self.store: Any = None
         self._in_group = False
         self._allreduce_s = 0.0
 
@@ -113,8 +114,9 @@ class Learner:
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
         if rendezvous.world_size > 1:
-            _init_process_group(self._store, rendezvous, backend, device, timeout_s)
-            self._store = None  # the group holds it now
+            # The group's store: DD-PPO's workers count there who has finished sampling.
+            self.store = _init_process_group(self._store, rendezvous, backend, device, timeout_s)
+            self._store = None
             self._in_group = True
         for pid, (policy_class, obs_space, act_space, config) in self.policy_specs.items():
             policy = policy_class(obs_space, act_space, {**config, "device": device})
@@ -209,7 +211,8 @@ class Learner:
 
 def _init_process_group(
     store: Any, rendezvous: Rendezvous, backend: str, device: str, timeout_s: float
-) -> None:
+) -> Any:
+    """Join the default process group; returns its store."""
     import torch.distributed as dist
 
     timeout = datetime.timedelta(seconds=timeout_s)
@@ -235,6 +238,7 @@ def _init_process_group(
         timeout=timeout,
         **({"device_id": torch.device(device)} if backend == "nccl" else {}),
     )
+    return store
 
 
 def all_reduce_gradients(parameters: Sequence[torch.nn.Parameter], rows: int) -> None:

@@ -57,3 +57,19 @@ def test_the_worker_learns_and_a_checkpoint_holds_its_policy(tmp_path):
 def test_what_it_cannot_run_is_a_clear_error(config, message):
     with pytest.raises(ValueError, match=message):
         DDPPOTrainer({**SMALL, **config}, env="CartPole-v1")
+
+
+@pytest.mark.parametrize(
+    "steps, done, expected",
+    [
+        (1000, 0, True),  # its whole fragment: always done
+        (100, 3, False),  # under the minimum fraction, whoever is done
+        (250, 2, False),  # 2 of 4 done: under 60%
+        (250, 3, True),  # 3 of 4 done and a quarter sampled
+    ],
+)
+def test_the_straggler_rule(steps, done, expected):
+    from hpcrl.algorithms.ddppo import should_stop_sampling
+
+    assert should_stop_sampling(steps, 1000, done, 4, 0.6, 0.25) is expected
+    assert should_stop_sampling(steps, 1000, done, 4, 0.0, 0.25) is (steps >= 1000)  # off

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -98,3 +101,47 @@ def test_reduced_gradients_are_the_gradient_of_the_mean_loss_over_all_workers(da
     for mine, theirs, wanted in zip(grads_a, grads_b, expected):
         np.testing.assert_array_equal(mine, theirs)
         np.testing.assert_allclose(mine, wanted, rtol=1e-4, atol=1e-6)
+
+
+class SlowOnWorkerTwo(gym.Wrapper):
+    """CartPole whose steps take 5 ms on worker 2: the straggler."""
+
+    def __init__(self, context):
+        super().__init__(gym.make("CartPole-v1"))
+        self.slow = context.worker_index == 2
+
+    def step(self, action):
+        if self.slow:
+            time.sleep(0.005)
+        return self.env.step(action)
+
+
+def test_the_straggler_stops_sampling_once_the_others_are_done(dask_cluster):
+    from hpcrl.env.registry import register_env
+
+    register_env("straggler_cartpole", SlowOnWorkerTwo)
+    config = {
+        "backend": "dask",
+        "dask_address": dask_cluster.scheduler_address,
+        "env": "straggler_cartpole",
+        "num_workers": 2,
+        "rollout_fragment_length": 64,
+        "num_envs_per_worker": 1,
+        "sgd_minibatch_size": 16,
+        "num_sgd_iter": 1,
+        "preemption_fraction": 0.5,
+        "preemption_min_fraction": 0.25,
+        "preemption_chunks": 4,
+        "model": {"fcnet_hiddens": [8]},
+        "seed": 0,
+    }
+    with DDPPOTrainer(config) as trainer:
+        for _ in range(2):
+            result = trainer.train()
+        first, second = trainer.workers.call_remote("get_policy_states")
+    for key, value in first["default_policy"]["weights"].items():
+        np.testing.assert_array_equal(second["default_policy"]["weights"][key], value)
+    info = result["info"]
+    # the slow worker stopped after a quarter or more of its 64 steps, never before
+    assert 0 < info["num_steps_cut_short"] <= 2 * 48
+    assert result["timesteps_total"] >= 2 * (64 + 16)
