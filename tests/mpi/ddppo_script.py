@@ -13,24 +13,11 @@ from __future__ import annotations
 
 import sys
 
-import gymnasium as gym
 import numpy as np
+from failing_env import FailingCartPole  # this script's folder is on sys.path
 
 from hpcrl.algorithms.ddppo import DDPPOTrainer
 from hpcrl.env.registry import register_env
-
-
-class FailingCartPole(gym.Wrapper):
-    def __init__(self, context):
-        super().__init__(gym.make("CartPole-v1"))
-        self.fail = context.worker_index == context.get("fail_on_worker", -1)
-        self.steps = 0
-
-    def step(self, action):
-        self.steps += 1
-        if self.fail and self.steps > 40:
-            raise RuntimeError("env failure on worker")
-        return self.env.step(action)
 
 
 def weights(state: dict) -> dict:
@@ -43,7 +30,7 @@ def main() -> None:
     config = {
         "backend": "mpi",
         "env": "failing_cartpole",
-        "env_config": {"fail_on_worker": fail_on},
+        "env_config": {"fail_on_worker": fail_on, "fail_after": 40},
         "rollout_fragment_length": 32,
         "num_envs_per_worker": 2,
         "sgd_minibatch_size": 16,

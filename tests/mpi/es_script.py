@@ -11,24 +11,11 @@ from __future__ import annotations
 
 import sys
 
-import gymnasium as gym
 import numpy as np
+from failing_env import FailingCartPole  # this script's folder is on sys.path
 
 from hpcrl.algorithms.es import ARSTrainer, ESTrainer, flat_state
 from hpcrl.env.registry import register_env
-
-
-class FailingCartPole(gym.Wrapper):
-    def __init__(self, context):
-        super().__init__(gym.make("CartPole-v1"))
-        self.fail = context.worker_index == context.get("fail_on_worker", -1)
-        self.steps = 0
-
-    def step(self, action):
-        self.steps += 1
-        if self.fail and self.steps > 300:
-            raise RuntimeError("env failure on worker")
-        return self.env.step(action)
 
 
 def main() -> None:
@@ -38,7 +25,7 @@ def main() -> None:
     config = {
         "backend": "mpi",
         "env": "failing_cartpole",
-        "env_config": {"fail_on_worker": fail_on},
+        "env_config": {"fail_on_worker": fail_on, "fail_after": 300},
         "noise_size": 200_000,
         "model": {"fcnet_hiddens": [8]},
         "eval_prob": 0.2,

@@ -9,27 +9,12 @@ from __future__ import annotations
 
 import sys
 
-import gymnasium as gym
 import numpy as np
+from failing_env import FailingCartPole  # this script's folder is on sys.path
 
 from hpcrl.algorithms.registry import get_trainer_class
 from hpcrl.env.multi_agent_env import make_multi_agent
 from hpcrl.env.registry import register_env
-
-
-class FailingCartPole(gym.Wrapper):
-    """CartPole that raises on one worker after a few steps."""
-
-    def __init__(self, context):
-        super().__init__(gym.make("CartPole-v1"))
-        self.fail = context.worker_index == context.get("fail_on_worker", -1)
-        self.steps = 0
-
-    def step(self, action):
-        self.steps += 1
-        if self.fail and self.steps > 30:
-            raise RuntimeError(f"env failure on worker {self.fail}")
-        return self.env.step(action)
 
 
 def with_agents(context, num_agents: int):
