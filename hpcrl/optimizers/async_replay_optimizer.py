@@ -254,7 +254,8 @@ class AsyncReplayOptimizer(LearnerQueueOptimizer):
         self._samples = self.backend.stream(self._remote, method)
         self._replays = self.backend.stream(self.shards, "replay", train_batch_size)
         self._replaying = [False] * len(self.shards)
-        self._waiting: deque[tuple[int, Any]] = deque()  # replayed, for a full learner queue
+        # replayed (shard, its generation, batch), for a full learner queue
+        self._waiting: deque[tuple[int, int, Any]] = deque()
         self._adds: list[tuple[int, int, Future]] = []  # (shard, its generation, add call)
         self._generation = [0] * len(self.shards)  # times each shard was re-created
         self._other_calls: list[Future] = []  # weights and priorities sent, not yet answered
@@ -262,7 +263,6 @@ class AsyncReplayOptimizer(LearnerQueueOptimizer):
         self.num_target_updates = 0
         self.num_shard_restarts = 0
         self.num_late_priority_updates = 0  # for rows of a shard since re-created
-        self.num_worker_restarts = 0
         self.num_weight_syncs = 0
         self._last_target_update = 0
         self._replay_started_at: float | None = None
@@ -280,12 +280,13 @@ class AsyncReplayOptimizer(LearnerQueueOptimizer):
             self._check_learner()
             with self._timed("wait"):
                 samples = self._samples.take(timeout=0.005)
-            for index, future in samples:
-                self._on_sample(index, future)
+            for index, value in self.arrivals(samples, self._recreate_worker):
+                self._on_sample(index, value)
             self._collect_adds()
             self._start_replays()
-            for index, future in self._replays.take(timeout=0.0):
-                self._on_replay(index, future)
+            replays = self._replays.take(timeout=0.0)
+            for shard, batch in self.arrivals(replays, self._restart_shard):
+                self._on_replay(shard, batch)
             self._feed_learner()
             fetches = self._drain_learner() or fetches
             self._update_target()
@@ -303,19 +304,15 @@ class AsyncReplayOptimizer(LearnerQueueOptimizer):
             self._samples.grant(index, self.worker_credits)
         self._started = True
 
-    def _on_sample(self, index: int, future: Future) -> None:
-        try:
-            value = future.result()
-        except WorkerLostError as err:
-            if self.backend.is_alive(self._remote[index]):  # re-created already
-                return
-            self._samples.reset(index)
-            with self.learner.weights_lock:
-                self.workers.recreate_worker(self._remote[index], err)
-            self.num_worker_restarts += 1
-            self.plan.weights_sent(index)
-            self._samples.grant(index, self.worker_credits)
-            return
+    def _recreate_worker(self, index: int, error: WorkerLostError) -> None:
+        """Re-create a lost worker with the current weights; its stream starts anew."""
+        self._samples.reset(index)
+        with self.learner.weights_lock:
+            self.workers.recreate_worker(self._remote[index], error)
+        self.plan.weights_sent(index)
+        self._samples.grant(index, self.worker_credits)
+
+    def _on_sample(self, index: int, value: Any) -> None:
         batch, priorities = value if self.worker_side_prioritization else (value, None)
         local = self.workers.local_worker()
         rows = count_steps(batch, local.count_steps_by)
@@ -358,9 +355,9 @@ class AsyncReplayOptimizer(LearnerQueueOptimizer):
         self._adds = waiting
 
     def _restart_shard(self, shard: int, error: WorkerLostError) -> None:
-        """Re-create a lost shard, empty; its replays and adds under way are gone."""
-        if self.backend.is_alive(self.shards[shard]):  # a late error: re-created already
-            return
+        """Re-create a lost shard, empty; its replays and adds under way are gone (the
+        stream's reset drops its replays; its adds, of an earlier generation, are
+        skipped when they end)."""
         self._generation[shard] += 1
         self._replays.reset(shard)
         self._replaying[shard] = False
@@ -377,30 +374,26 @@ class AsyncReplayOptimizer(LearnerQueueOptimizer):
                     self._replay_started_at = time.monotonic()
                     self.learner.last_batch_time = self._replay_started_at
 
-    def _on_replay(self, shard: int, future: Future) -> None:
-        try:
-            batch = future.result()
-        except WorkerLostError as err:
-            self._restart_shard(shard, err)
-            return
+    def _on_replay(self, shard: int, batch: Any) -> None:
         if batch is None:  # emptied meanwhile (cannot happen unless re-created): ask again
             self._replays.grant(shard)
             return
-        self._waiting.append((shard, batch))
+        # the shard's generation now: priorities for it go back only to this incarnation
+        self._waiting.append((shard, self._generation[shard], batch))
 
     def _feed_learner(self) -> None:
         """Replayed batches onto the learner queue while it has room; each one queued
         earns its shard a new credit."""
         while self._waiting:
-            shard, batch = self._waiting[0]
+            shard, generation, batch = self._waiting[0]
             indexes = {pid: b[BATCH_INDEXES] for pid, b in batch.policy_batches.items()}
             try:
-                info = (shard, self._generation[shard], indexes)
-                self.learner.inqueue.put_nowait((batch, info))
+                self.learner.inqueue.put_nowait((batch, (shard, generation, indexes)))
             except queue.Full:
                 return
             self._waiting.popleft()
-            if self._replaying[shard]:
+            # a batch of an earlier incarnation earns the re-created shard nothing
+            if self._replaying[shard] and generation == self._generation[shard]:
                 self._replays.grant(shard)
 
     def _on_update(self, fetches: dict[str, Any], info: Any) -> None:
@@ -470,7 +463,7 @@ class AsyncReplayOptimizer(LearnerQueueOptimizer):
             "num_dropped_batches": self.plan.num_dropped,
             "num_shard_restarts": self.num_shard_restarts,
             "num_late_priority_updates": self.num_late_priority_updates,
-            "num_worker_restarts": self.num_worker_restarts,
+            "num_worker_restarts": self.workers.num_worker_restarts,
             "replay_shard_rows": list(self.plan.rows),
             "learner": self.learner_stats,
         }

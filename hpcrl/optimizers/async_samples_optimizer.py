@@ -44,7 +44,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -446,14 +446,10 @@ class GroupLearner:
         self.group.set_policy_state(
             {
                 pid: local.get_policy(pid).get_state(include_optimizer=False)
-                for pid in self.group_policies()
+                for pid in local.policies_to_train
             }
         )
         self._state_due = False
-
-    def group_policies(self) -> list[str]:
-        local = self.local_worker
-        return [pid for pid in local.policy_map if pid in local.policies_to_train]
 
     def sync_driver_state(self) -> dict[str, Any]:
         """Wait for the update under way, copy learner 0's policy state (weights,
@@ -549,6 +545,24 @@ class LearnerQueueOptimizer(PolicyOptimizer):
 
     def _on_update(self, fetches: dict[str, Any], info: Any) -> None:
         """One learner update was counted; ``info`` is what its batch was queued with."""
+
+    @staticmethod
+    def arrivals(items: list[tuple[int, Future]], on_lost: Any) -> Iterator[tuple[int, Any]]:
+        """The values of what ``Stream.take`` returned, in order. The first
+        ``WorkerLostError`` of an actor calls ``on_lost(index, error)`` (which
+        re-creates it and resets its stream); the actor's later items in ``items``
+        come from before the loss and are dropped, so none earns a credit twice."""
+        lost = set()
+        for index, future in items:
+            if index in lost:
+                continue
+            try:
+                value = future.result()
+            except WorkerLostError as err:
+                lost.add(index)
+                on_lost(index, err)
+                continue
+            yield index, value
 
 
 class AsyncSamplesOptimizer(LearnerQueueOptimizer):
@@ -702,16 +716,7 @@ class AsyncSamplesOptimizer(LearnerQueueOptimizer):
     def _receive(self, timeout: float) -> None:
         with self._timed("wait"):
             items = self._samples.take(timeout)
-        lost = set()
-        for index, future in items:
-            if index in lost:
-                continue
-            try:
-                batch = future.result()
-            except WorkerLostError as err:
-                lost.add(index)
-                self._recreate(index, err)
-                continue
+        for index, batch in self.arrivals(items, self._recreate):
             lag = self.stream.arrived(index)
             self._add(batch, lag)
             self._request(index)

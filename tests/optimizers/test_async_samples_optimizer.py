@@ -158,3 +158,20 @@ def test_learner_error_is_raised_by_step(one_torch_thread):
     finally:
         opt.stop()
         opt.workers.stop()
+
+
+def test_arrivals_recreate_a_lost_actor_once_and_drop_its_earlier_items():
+    from hpcrl.backends.base import CompletedFuture, WorkerLostError
+    from hpcrl.optimizers.async_samples_optimizer import LearnerQueueOptimizer
+
+    lost = WorkerLostError("worker 1", "killed by signal 9")
+    items = [
+        (0, CompletedFuture("a")),
+        (1, CompletedFuture(error=lost)),
+        (1, CompletedFuture("sampled before the loss")),
+        (0, CompletedFuture("b")),
+    ]
+    calls = []
+    values = list(LearnerQueueOptimizer.arrivals(items, lambda i, err: calls.append((i, err))))
+    assert values == [(0, "a"), (0, "b")]
+    assert calls == [(1, lost)]
