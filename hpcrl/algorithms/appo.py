@@ -47,7 +47,7 @@ from hpcrl.algorithms.impala import (
     validate_async_config,
     vtrace_targets,
 )
-from hpcrl.algorithms.ppo import KLCoeffMixin
+from hpcrl.algorithms.ppo import KLCoeffMixin, ppo_stats, setup_kl
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.postprocessing import Postprocessing, compute_gae_for_sample_batch
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY, LossOutput
@@ -154,18 +154,14 @@ def setup_appo(policy, obs_space, action_space, config) -> None:
         )
     policy.target_model = frozen_copy(policy.model)
     policy.num_updates = 0
-    policy.kl_coeff = float(config["kl_coeff"])
-
-
-def appo_stats(policy, batch) -> dict[str, Any]:
-    return {"cur_kl_coeff": policy.kl_coeff}
+    setup_kl(policy, obs_space, action_space, config)
 
 
 APPOTorchPolicy = build_torch_policy(
     "APPOTorchPolicy",
     loss_fn=appo_loss,
     get_default_config=lambda: DEFAULT_CONFIG,
-    stats_fn=appo_stats,
+    stats_fn=ppo_stats,
     postprocess_fn=postprocess_appo,
     extra_action_out_fn=vf_preds_fetches,
     before_loss_init=setup_appo,
