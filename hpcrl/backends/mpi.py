@@ -139,11 +139,7 @@ class _Packer:
             return array.__reduce_ex__(5)
         if not array.flags.c_contiguous:
             array = np.ascontiguousarray(array)
-        if dtype.kind in "mM":  # datetimes have no buffer format: their bytes
-            offset = self.place(array.reshape(-1).view(np.uint8))
-        else:
-            offset = self.place(array)
-        return _array_in_message, (offset, _dtype_code(dtype), array.shape)
+        return _array_in_message, (self.place(array), _dtype_code(dtype), array.shape)
 
     def reduce_batch(self, batch: SampleBatch) -> tuple:
         """A sample batch in one reduction: its keys and, per column, dtype, shape
@@ -152,9 +148,10 @@ class _Packer:
         parts, size = len(self.parts), self.size
         specs = []
         for array in batch.values():
-            code = _PLAIN_CODES.get(array.dtype)
-            if code is None:
-                code = _plain_code(array.dtype)
+            # the cache holds dtypes without objects: the common case skips the check
+            code = _DTYPE_CODES.get(array.dtype)
+            if code is None and not array.dtype.hasobject:
+                code = _dtype_code(array.dtype)
             if code is None or not array.flags.c_contiguous:  # the general way
                 del self.parts[parts:]
                 self.size = size
@@ -221,18 +218,6 @@ def _dtype_code(dtype: np.dtype) -> Any:
 
 def _array_in_message(offset: int, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.ndarray(shape, dtype, _region.current, offset)
-
-
-_PLAIN_CODES: dict[np.dtype, str] = {}  # dtypes of plain numbers, bools, strings
-
-
-def _plain_code(dtype: np.dtype) -> str | None:
-    """The short string of a dtype without objects or fields (kept), else None."""
-    if dtype.hasobject or dtype.names is not None:
-        return None
-    if len(_PLAIN_CODES) < 256:
-        _PLAIN_CODES[dtype] = dtype.str
-    return dtype.str
 
 
 def _batch_in_message(keys: tuple[str, ...], specs: tuple[tuple, ...]) -> SampleBatch:

@@ -119,3 +119,11 @@ def test_a_sample_batch_is_one_reduction_and_falls_back_for_object_columns():
     np.testing.assert_array_equal(out["obs"], infos["obs"])
     strided = SampleBatch({"x": np.arange(12.0).reshape(4, 3)[:, ::2]})
     np.testing.assert_array_equal(round_trip(strided)["x"], strided["x"])
+
+
+def test_batch_columns_of_datetimes_and_records_go_in_the_one_reduction():
+    records = np.array([(1.5, 2), (3.0, 4)], dtype=[("x", "<f4"), ("y", "<i8")])
+    batch = SampleBatch({"t": np.arange(2).astype("datetime64[s]"), "r": records})
+    out = round_trip(batch)
+    assert out["r"].dtype == records.dtype and out["r"]["y"].tolist() == [2, 4]
+    np.testing.assert_array_equal(out["t"], batch["t"])
