@@ -46,7 +46,7 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
 def a2c_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
     """Policy loss + vf_loss_coeff * value loss - entropy_coeff * entropy."""
     config = policy.config
-    logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
+    logits, _ = model.from_batch(train_batch)
     dist = dist_class(logits, model)
     logp = dist.logp(train_batch[SampleBatch.ACTIONS])
     policy_loss = -(logp * train_batch[Postprocessing.ADVANTAGES]).mean()

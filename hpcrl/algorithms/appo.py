@@ -80,13 +80,12 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
 def appo_loss(policy, model, dist_class, batch: SampleBatch) -> LossOutput:
     """The clipped surrogate with V-trace or GAE advantages (see the module docstring)."""
     config = policy.config
-    obs = {SampleBatch.OBS: batch[SampleBatch.OBS]}
-    logits, _ = model(obs, [], None)
+    logits, _ = model.from_batch(batch)
     values = model.value_function()
     dist = dist_class(logits, model)
     logp = dist.logp(batch[SampleBatch.ACTIONS])
     with torch.no_grad():
-        target_logits, _ = policy.target_model(obs, [], None)
+        target_logits, _ = policy.target_model.from_batch(batch)
         target_dist = dist_class(target_logits, policy.target_model)
     if config["vtrace"]:
         target_logp = target_dist.logp(batch[SampleBatch.ACTIONS])

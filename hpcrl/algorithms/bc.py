@@ -52,7 +52,7 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
 
 def bc_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
     """-E[log pi(a|s)] over the recorded (s, a)."""
-    logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
+    logits, _ = model.from_batch(train_batch)
     logp = dist_class(logits, model).logp(train_batch[SampleBatch.ACTIONS])
     loss = -logp.mean()
     return LossOutput(loss, terms={"policy_loss": loss})

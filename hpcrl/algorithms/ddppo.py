@@ -50,7 +50,7 @@ from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.learners.learner_group import LearnerGroup
 from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY
-from hpcrl.policy.sgd import mean_stats, standardize_fields
+from hpcrl.policy.sgd import mean_stats, plan_sequence_minibatches, standardize_fields
 
 
 def should_stop_sampling(
@@ -117,10 +117,23 @@ class DDPPOWorker(RolloutWorker):
         shards = {}
         for pid, rows in self.trainable_batches(batch).items():
             standardize_fields(rows, ["advantages"])
-            epochs = [
-                np.array_split(rng.permutation(rows.count), minibatches_per_epoch)
-                for _ in range(num_sgd_iter)
-            ]
+            seq_lens = self.policy_map[pid].sequence_lengths(rows)
+            if seq_lens is None:
+                epochs = [
+                    np.array_split(rng.permutation(rows.count), minibatches_per_epoch)
+                    for _ in range(num_sgd_iter)
+                ]
+            else:
+                # Every worker must run as many minibatches (one all-reduce each).
+                if len(seq_lens) < minibatches_per_epoch:
+                    raise ValueError(
+                        f"worker {self.worker_index} sampled {len(seq_lens)} sequences for "
+                        f"{minibatches_per_epoch} minibatches per epoch; raise "
+                        "rollout_fragment_length or sgd_minibatch_size"
+                    )
+                [epochs] = plan_sequence_minibatches(
+                    [rows.count], num_sgd_iter, minibatches_per_epoch, rng, seq_lens
+                )
             shards[pid] = (rows, epochs)
         answer = self.learner.learn(shards)
         return {

@@ -138,8 +138,7 @@ def vtrace_targets(
     layout = batch_layout(batch)
     with torch.no_grad():
         # Bootstrap values: the critic at each trajectory's last next observation.
-        next_obs = batch[SampleBatch.NEXT_OBS][layout.last.to(values.device)]
-        model({SampleBatch.OBS: next_obs}, [], None)
+        model.from_next_obs(batch, layout.last.to(values.device))
         bootstrap = model.value_function()
         next_values = torch.cat([values[1:], values[-1:]]).detach().clone()
         next_values[layout.last.to(values.device)] = bootstrap
@@ -167,7 +166,7 @@ def vtrace_targets(
 def impala_loss(policy, model, dist_class, batch: SampleBatch) -> LossOutput:
     """V-trace actor-critic loss, summed over rows as RLlib's IMPALA."""
     config = policy.config
-    logits, _ = model({SampleBatch.OBS: batch[SampleBatch.OBS]}, [], None)
+    logits, _ = model.from_batch(batch)
     values = model.value_function()
     dist = dist_class(logits, model)
     logp = dist.logp(batch[SampleBatch.ACTIONS])

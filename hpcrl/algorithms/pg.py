@@ -31,7 +31,7 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
 
 def pg_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
     """-E[log pi(a|s) * A]."""
-    logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
+    logits, _ = model.from_batch(train_batch)
     logp = dist_class(logits, model).logp(train_batch[SampleBatch.ACTIONS])
     loss = -(logp * train_batch[Postprocessing.ADVANTAGES]).mean()
     return LossOutput(loss, terms={"policy_loss": loss})

@@ -66,7 +66,7 @@ DEFAULT_CONFIG: dict[str, Any] = with_common_config(
 def ppo_loss(policy, model, dist_class, train_batch: SampleBatch) -> LossOutput:
     """The PPO objective with its terms (policy, value and KL losses, entropy)."""
     config = policy.config
-    logits, _ = model({SampleBatch.OBS: train_batch[SampleBatch.OBS]}, [], None)
+    logits, _ = model.from_batch(train_batch)
     dist = dist_class(logits, model)
     previous = dist_class(train_batch[SampleBatch.ACTION_DIST_INPUTS], model)
     advantages = train_batch[Postprocessing.ADVANTAGES]

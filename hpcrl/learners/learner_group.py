@@ -210,16 +210,21 @@ class LearnerGroup:
         num_sgd_iter: int,
         sgd_minibatch_size: int,
         rng: np.random.Generator,
+        seq_lens: dict[str, Any] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Split each policy's batch into contiguous shards, one per learner, and run
         ``num_sgd_iter`` epochs of minibatch SGD on them (see ``plan_minibatches``).
+        ``seq_lens[pid]``: a recurrent policy's sequences (``Policy.sequence_lengths``),
+        which shards and minibatches keep whole.
 
         Columns of Python objects (``infos``) are not sent. Returns, per policy
         id, what ``minibatch_sgd`` returns for the whole batch: the learner stats
         of the last epoch averaged over learners by rows, and the per-row outputs
         in the batch's row order.
         """
-        return self.learn_planned(self.plan(policy_batches, num_sgd_iter, sgd_minibatch_size, rng))
+        return self.learn_planned(
+            self.plan(policy_batches, num_sgd_iter, sgd_minibatch_size, rng, seq_lens)
+        )
 
     def plan(
         self,
@@ -227,16 +232,18 @@ class LearnerGroup:
         num_sgd_iter: int,
         sgd_minibatch_size: int,
         rng: np.random.Generator,
+        seq_lens: dict[str, Any] | None = None,
     ) -> dict[str, tuple[SampleBatch, Sequence[int], Sequence[Any]]]:
         """The shard sizes and minibatch plans of ``learn``, by policy id."""
         plans = {}
         for pid, samples in policy_batches.items():
             batch = SampleBatch({k: v for k, v in samples.items() if v.dtype != object})
-            sizes = shard_sizes(batch.count, self.num_learners)
+            lens = (seq_lens or {}).get(pid)
+            sizes = shard_sizes(batch.count, self.num_learners, lens)
             plans[pid] = (
                 batch,
                 sizes,
-                plan_minibatches(sizes, num_sgd_iter, sgd_minibatch_size, rng),
+                plan_minibatches(sizes, num_sgd_iter, sgd_minibatch_size, rng, lens),
             )
         return plans
 

@@ -17,7 +17,9 @@ from hpcrl.models.distributions import (
 )
 from hpcrl.models.fcnet import FullyConnectedNetwork
 from hpcrl.models.preprocessors import Preprocessor, get_preprocessor
+from hpcrl.models.recurrent import RecurrentNetwork, RecurrentWrapper
 from hpcrl.models.torch_model import TorchModel
+from hpcrl.models.visionnet import VisionNetwork, is_image_space
 
 MODEL_DEFAULTS: dict[str, Any] = {
     # Hidden layer sizes of the fully connected network.
@@ -37,6 +39,28 @@ MODEL_DEFAULTS: dict[str, Any] = {
     # An ActionDistribution subclass or the name it was registered under with
     # ModelCatalog.register_custom_action_dist; None picks one from the action space.
     "custom_action_dist": None,
+    # Convolutions for image observations (rank-3 Box): [[out_channels, [kernel_h,
+    # kernel_w], stride], ...]; None: RLlib's defaults for 84x84, 42x42, 64x64, 10x10.
+    "conv_filters": None,
+    # Activation after each convolution (same names as fcnet_activation).
+    "conv_activation": "relu",
+    # Hidden layers between the convolutions and the heads of the vision network.
+    "post_fcnet_hiddens": [],
+    # Activation of those layers.
+    "post_fcnet_activation": "relu",
+    # Side of the square frames of Atari's DeepMind preprocessing (RLlib's key; 84 when
+    # unset, 42 as in RLlib's atari-ppo files).
+    "dim": None,
+    # Wrap the model in a recurrent layer (hpcrl.models.recurrent.RecurrentWrapper).
+    "use_lstm": False,
+    # The recurrent layer: "lstm" or "gru".
+    "rnn_cell": "lstm",
+    # Units of the recurrent layer.
+    "lstm_cell_size": 256,
+    # Feed the previous action (one-hot for discrete spaces) to the recurrent layer.
+    "lstm_use_prev_action": False,
+    # Feed the previous reward to the recurrent layer.
+    "lstm_use_prev_reward": False,
     # Longest sequence (in time steps) a recurrent model is trained on.
     "max_seq_len": 20,
 }
@@ -137,7 +161,11 @@ class ModelCatalog:
 
         Returns:
             The custom model if ``custom_model`` is set (constructed with
-            ``custom_model_config`` as keyword arguments), else a FullyConnectedNetwork.
+            ``custom_model_config`` as keyword arguments), else a VisionNetwork for
+            image observations (a rank-3 Box, see ``is_image_space``) and a
+            FullyConnectedNetwork for the rest. With ``use_lstm`` that model is built
+            without outputs and wrapped in a RecurrentWrapper (an LSTM or GRU, then
+            the heads).
             If ``obs_space`` is a Dict with an ``"action_mask"`` entry, that model is built
             for the observation without the mask and wrapped in an ActionMaskModel, which
             gives illegal actions zero probability.
@@ -153,18 +181,36 @@ class ModelCatalog:
             inner_space = observation_without_mask(obs_space)
             inner_model = cls.get_model(inner_space, action_space, num_outputs, config, name)
             return ActionMaskModel(obs_space, inner_model)
+        use_lstm = bool(config["use_lstm"])
+        inner_outputs = None if use_lstm else num_outputs
         custom = config["custom_model"]
-        if custom is None:
-            return FullyConnectedNetwork(obs_space, action_space, num_outputs, config, name)
-        model_class = _lookup(custom, cls._custom_models, TorchModel, "model")
-        return model_class(
-            obs_space,
-            action_space,
-            num_outputs,
-            config,
-            name,
-            **config["custom_model_config"],
-        )
+        if custom is not None:
+            model_class = _lookup(custom, cls._custom_models, TorchModel, "model")
+            if use_lstm and issubclass(model_class, RecurrentNetwork):
+                raise ValueError(
+                    f"use_lstm wraps a model in a recurrent layer, but {model_class.__name__} "
+                    "is recurrent already; drop use_lstm from the model config"
+                )
+            model = model_class(
+                obs_space,
+                action_space,
+                inner_outputs,
+                config,
+                name,
+                **config["custom_model_config"],
+            )
+        elif is_image_space(obs_space, config):
+            model = VisionNetwork(obs_space, action_space, inner_outputs, config, name)
+        else:
+            model = FullyConnectedNetwork(obs_space, action_space, inner_outputs, config, name)
+        if not use_lstm:
+            return model
+        if model.is_recurrent():
+            raise ValueError(
+                f"use_lstm wraps a model in a recurrent layer, but {type(model).__name__} is "
+                "recurrent already; drop use_lstm from the model config"
+            )
+        return RecurrentWrapper(model, num_outputs, config)
 
     @staticmethod
     def get_preprocessor(obs_space: spaces.Space) -> Preprocessor:

@@ -32,7 +32,8 @@ class FullyConnectedNetwork(TorchModel):
     With ``vf_share_layers`` the value head sits on the policy trunk; otherwise the value
     branch is a separate MLP of the same hidden sizes. With ``free_log_std`` the network
     outputs ``num_outputs // 2`` means followed by a learned, state-independent log-std.
-    With ``num_outputs`` 0 or None the last hidden layer is the output.
+    With ``num_outputs`` 0 or None the last hidden layer is the output (a trunk,
+    without a value head).
 
     Example:
         >>> import gymnasium as gym
@@ -81,8 +82,11 @@ class FullyConnectedNetwork(TorchModel):
         else:
             self.num_outputs = last_size
 
-        self.value_branch = None if self.vf_share_layers else _mlp(obs_size, hiddens, activation)
-        self.value_head = _init_linear(nn.Linear(last_size, 1), gain=1.0)
+        # A trunk (no outputs) has no value head: whatever wraps it brings its own.
+        self.value_branch = (
+            None if self.vf_share_layers or not num_outputs else _mlp(obs_size, hiddens, activation)
+        )
+        self.value_head = _init_linear(nn.Linear(last_size, 1), gain=1.0) if num_outputs else None
 
         self._features: torch.Tensor | None = None
         self._obs: torch.Tensor | None = None
@@ -104,6 +108,8 @@ class FullyConnectedNetwork(TorchModel):
         return outputs, state
 
     def value_function(self) -> torch.Tensor:
+        if self.value_head is None:
+            raise RuntimeError("a FullyConnectedNetwork built without outputs has no value head")
         if self._features is None or self._obs is None:
             raise RuntimeError("value_function() called before forward()")
         features = self._features if self.value_branch is None else self.value_branch(self._obs)

@@ -1,4 +1,4 @@
-"""Preprocessors: turn batches of observations into flat float32 arrays.
+"""Preprocessors: turn batches of observations into flat float32 arrays (images aside).
 
 A preprocessor is chosen once per observation space with :func:`get_preprocessor` and then
 applied to whole batches (one call per environment step for all sub-environments of a
@@ -63,6 +63,30 @@ class BoxPreprocessor(Preprocessor):
         return np.asarray(obs_batch, dtype=np.float32).reshape(-1, self.size)
 
 
+class ImagePreprocessor(Preprocessor):
+    """Keeps image observations (a rank-3 Box) as they are: shape and dtype.
+
+    A uint8 frame stays uint8 through sample batches, messages, files, replay buffers
+    and into the model, which scales it (``VisionNetwork``); flattening it to float32
+    here would cost 4x the memory and traffic. Inside a Tuple or Dict an image is
+    flattened like any Box.
+
+    Example:
+        >>> p = get_preprocessor(spaces.Box(0, 255, (4, 84, 84), np.uint8))
+        >>> out = p.transform(np.zeros((2, 4, 84, 84), np.uint8))
+        >>> out.shape, out.dtype, p.shape
+        ((2, 4, 84, 84), dtype('uint8'), (4, 84, 84))
+    """
+
+    def __init__(self, space: spaces.Box) -> None:
+        super().__init__(space, int(np.prod(space.shape, dtype=np.int64)))
+        self.shape = tuple(int(s) for s in space.shape)
+        self.dtype = space.dtype
+
+    def transform(self, obs_batch: Any) -> np.ndarray:
+        return np.asarray(obs_batch, dtype=self.dtype).reshape(-1, *self.shape)
+
+
 class MultiBinaryPreprocessor(BoxPreprocessor):
     """Flattens each MultiBinary observation to ``prod(shape)`` floats of 0 or 1."""
 
@@ -104,7 +128,7 @@ class TuplePreprocessor(Preprocessor):
     """Flattens each Tuple component and concatenates them in order."""
 
     def __init__(self, space: spaces.Tuple) -> None:
-        self.children = [get_preprocessor(s) for s in space.spaces]
+        self.children = [_flat_preprocessor(s) for s in space.spaces]
         super().__init__(space, sum(c.size for c in self.children))
 
     def transform(self, obs_batch: Any) -> np.ndarray:
@@ -124,7 +148,7 @@ class DictPreprocessor(Preprocessor):
     """Flattens each Dict entry (in the space's key order) and concatenates them."""
 
     def __init__(self, space: spaces.Dict) -> None:
-        self.children = {key: get_preprocessor(s) for key, s in space.spaces.items()}
+        self.children = {key: _flat_preprocessor(s) for key, s in space.spaces.items()}
         super().__init__(space, sum(c.size for c in self.children.values()))
 
     def transform(self, obs_batch: Any) -> np.ndarray:
@@ -147,11 +171,19 @@ def get_preprocessor(space: spaces.Space) -> Preprocessor:
         space: A gymnasium observation space.
 
     Returns:
-        A :class:`Preprocessor` whose ``transform`` maps a batch to ``[B, size]`` float32.
+        A :class:`Preprocessor` whose ``transform`` maps a batch to ``[B, size]`` float32,
+        except for images (a rank-3 Box), kept ``[B, *shape]`` in their dtype
+        (:class:`ImagePreprocessor`).
 
     Raises:
         ValueError: If the space type is not supported.
     """
+    if isinstance(space, spaces.Box) and len(space.shape) == 3:
+        return ImagePreprocessor(space)
+    return _flat_preprocessor(space)
+
+
+def _flat_preprocessor(space: spaces.Space) -> Preprocessor:
     if isinstance(space, spaces.Box):
         return BoxPreprocessor(space)
     if isinstance(space, spaces.Discrete):

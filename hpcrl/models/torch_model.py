@@ -80,3 +80,41 @@ class TorchModel(torch.nn.Module):
     def is_recurrent(self) -> bool:
         """Returns whether this model carries state between time steps."""
         return len(self.get_initial_state()) > 0
+
+    def from_batch(self, batch: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The forward pass over a (tensor) train batch, as every loss makes it.
+
+        Passes ``obs`` (and ``prev_actions`` / ``prev_rewards`` where the batch has
+        them). For a recurrent model the batch is cut into its sequences (the
+        ``seq_id`` column that ``TorchPolicy.load_batch`` adds), each starting from
+        its first row's stored ``state_in_N``; outputs stay one per row.
+        """
+        input_dict = _inputs(batch, "obs", "prev_actions", "prev_rewards")
+        if not self.is_recurrent():
+            return self(input_dict, [], None)
+        from hpcrl.models.recurrent import batch_sequences
+
+        starts, seq_lens = batch_sequences(batch)
+        state = [batch[f"state_in_{i}"][starts] for i in range(len(self.get_initial_state()))]
+        return self(input_dict, state, seq_lens)
+
+    def from_next_obs(self, batch: Any, rows: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One step from the ``new_obs`` of ``rows`` of a batch: the step after each
+        row, from its ``state_out_N``, its action and reward as the previous ones
+        (bootstrap values at the end of a fragment)."""
+        input_dict = {"obs": _take(batch["new_obs"], rows)}
+        for key, previous in (("prev_actions", "actions"), ("prev_rewards", "rewards")):
+            if key in batch and previous in batch:
+                input_dict[key] = batch[previous][rows]
+        state = [batch[f"state_out_{i}"][rows] for i in range(len(self.get_initial_state()))]
+        return self(input_dict, state, None)
+
+
+def _inputs(batch: Any, *keys: str) -> dict[str, Any]:
+    return {key: batch[key] for key in keys if key in batch}
+
+
+def _take(value: Any, rows: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _take(v, rows) for k, v in value.items()}
+    return value[rows]

@@ -424,7 +424,9 @@ class GroupLearner:
             self.queue_wait_s += time.perf_counter() - self._idle_since
             self._idle_since = None
         local = self.local_worker
-        plans = self.group.plan(local.trainable_batches(batch), self.num_sgd_iter, 0, self._rng)
+        batches = local.trainable_batches(batch)
+        seq_lens = {pid: local.get_policy(pid).sequence_lengths(b) for pid, b in batches.items()}
+        plans = self.group.plan(batches, self.num_sgd_iter, 0, self._rng, seq_lens)
         self._pending = self.group.start_learning(plans, then_get_weights=True)
         self._pending_job = (count_steps(batch, local.count_steps_by), info, time.perf_counter())
 

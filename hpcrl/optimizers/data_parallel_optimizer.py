@@ -81,7 +81,11 @@ class DataParallelOptimizer(SyncSamplesOptimizer):
             {pid: local.get_policy(pid).get_state(include_optimizer=False) for pid in batches}
         )
         fetches = self.learners.learn(
-            batches, self.num_sgd_iter, self.sgd_minibatch_size, self._rng
+            batches,
+            self.num_sgd_iter,
+            self.sgd_minibatch_size,
+            self._rng,
+            {pid: local.get_policy(pid).sequence_lengths(b) for pid, b in batches.items()},
         )
         for pid, weights in self.learners.get_weights().items():
             if pid in batches:

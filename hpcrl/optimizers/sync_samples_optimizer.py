@@ -86,10 +86,15 @@ class SyncSamplesOptimizer(PolicyOptimizer):
         local = self.workers.local_worker()
         fetches = {}
         for pid, batch in batches.items():
+            policy = local.get_policy(pid)
             [epochs] = plan_minibatches(
-                [batch.count], self.num_sgd_iter, self.sgd_minibatch_size, self._rng
+                [batch.count],
+                self.num_sgd_iter,
+                self.sgd_minibatch_size,
+                self._rng,
+                policy.sequence_lengths(batch),
             )
-            fetches[pid] = minibatch_sgd(local.get_policy(pid), batch, epochs)
+            fetches[pid] = minibatch_sgd(policy, batch, epochs)
         return fetches
 
     def stats(self) -> dict[str, Any]:

@@ -271,6 +271,11 @@ class Policy:
     def is_recurrent(self) -> bool:
         return self.num_state_tensors() > 0
 
+    def sequence_lengths(self, batch: SampleBatch) -> np.ndarray | None:
+        """Lengths of the sequences a recurrent policy trains on in ``batch`` (in row
+        order), which minibatches keep whole; None for a policy that trains on rows."""
+        return None
+
     def get_exploration_state(self) -> dict[str, Any]:
         return {}
 

@@ -81,18 +81,53 @@ def minibatch_sgd(
     return {LEARNER_STATS_KEY: mean_stats(stats, weights), **per_row}
 
 
-def shard_sizes(count: int, num_learners: int) -> list[int]:
+def shard_sizes(count: int, num_learners: int, seq_lens: Any = None) -> list[int]:
     """Rows of each learner's contiguous shard of a ``count``-row batch.
+
+    With ``seq_lens`` (a recurrent policy's sequences, in row order) each shard ends
+    at the end of a sequence, the one nearest the even split.
 
     Example:
         >>> shard_sizes(10, 3)
         [4, 3, 3]
+        >>> shard_sizes(10, 2, seq_lens=[4, 4, 2])
+        [4, 6]
+
+    Raises:
+        ValueError: fewer sequences than learners.
     """
-    return [len(part) for part in np.array_split(np.arange(count), num_learners)]
+    if seq_lens is None:
+        return [len(part) for part in np.array_split(np.arange(count), num_learners)]
+    seq_lens = np.asarray(seq_lens, dtype=np.int64)
+    if len(seq_lens) < num_learners:
+        raise ValueError(
+            f"a train batch of {len(seq_lens)} sequences cannot be split over "
+            f"{num_learners} learners; use more rows per batch or fewer learners"
+        )
+    bounds = [0, *(int(end) for end in np.cumsum(seq_lens)[_cuts(seq_lens, num_learners) - 1])]
+    return [b - a for a, b in zip(bounds, [*bounds[1:], int(count)])]
+
+
+def _cuts(seq_lens: np.ndarray, parts: int) -> np.ndarray:
+    """Where to cut a run of sequences into ``parts`` non-empty groups of near-equal
+    rows: the indices of the first sequence of groups 1..parts-1."""
+    ends = np.cumsum(seq_lens)
+    cuts = np.zeros(parts - 1, dtype=np.int64)
+    previous = 0
+    for k in range(1, parts):
+        target = ends[-1] * k / parts
+        # The sequence end nearest the target that leaves every group a sequence.
+        low, high = previous + 1, len(seq_lens) - (parts - k)
+        previous = cuts[k - 1] = int(np.clip(np.argmin(np.abs(ends - target)) + 1, low, high))
+    return cuts
 
 
 def plan_minibatches(
-    sizes: Sequence[int], num_sgd_iter: int, sgd_minibatch_size: int, rng: np.random.Generator
+    sizes: Sequence[int],
+    num_sgd_iter: int,
+    sgd_minibatch_size: int,
+    rng: np.random.Generator,
+    seq_lens: Any = None,
 ) -> list[list[list[np.ndarray]]]:
     """Each learner's minibatches: ``plan[k][epoch][j]`` are rows of shard ``k``.
 
@@ -102,10 +137,18 @@ def plan_minibatches(
     each learner shuffles its shard every epoch and cuts it into that many
     near-equal parts, so every row is used once per epoch.
 
+    With ``seq_lens`` (a recurrent policy's sequences over the whole batch, in row
+    order, each inside one shard: see ``shard_sizes``) whole sequences are shuffled
+    and grouped instead, each keeping its rows in order, and there are at most as
+    many minibatches as the smallest shard has sequences.
+
     Example:
         >>> plan = plan_minibatches([4, 4], 1, 4, np.random.default_rng(0))
         >>> [[len(part) for part in plan[k][0]] for k in range(2)]
         [[2, 2], [2, 2]]
+        >>> plan = plan_minibatches([6], 1, 3, np.random.default_rng(0), seq_lens=[2, 3, 1])
+        >>> [rows.tolist() for rows in plan[0][0]]  # sequences [0, 1], [2, 3, 4], [5]
+        [[5, 0, 1], [2, 3, 4]]
 
     Raises:
         ValueError: a learner's shard has fewer rows than there are minibatches.
@@ -115,6 +158,8 @@ def plan_minibatches(
         num_minibatches = 1
     else:
         num_minibatches = total // sgd_minibatch_size
+    if seq_lens is not None:
+        return plan_sequence_minibatches(sizes, num_sgd_iter, num_minibatches, rng, seq_lens)
     if min(sizes) < num_minibatches:
         raise ValueError(
             f"a train batch of {total} rows over {len(sizes)} learners leaves a learner "
@@ -125,6 +170,48 @@ def plan_minibatches(
         [np.array_split(rng.permutation(size), num_minibatches) for _ in range(num_sgd_iter)]
         for size in sizes
     ]
+
+
+def plan_sequence_minibatches(
+    sizes: Sequence[int],
+    num_sgd_iter: int,
+    num_minibatches: int,
+    rng: np.random.Generator,
+    seq_lens: Any,
+) -> list[list[list[np.ndarray]]]:
+    """``plan_minibatches`` for a recurrent policy: ``num_minibatches`` (at most the
+    smallest shard's number of sequences) groups of whole, shuffled sequences."""
+    seq_lens = np.asarray(seq_lens, dtype=np.int64)
+    ends = np.cumsum(seq_lens)
+    shard_ends = np.cumsum(sizes)
+    if int(seq_lens.sum()) != int(shard_ends[-1]) or not np.isin(shard_ends, ends).all():
+        raise ValueError(
+            f"sequences {seq_lens.tolist()[:8]}... do not fit shards {list(sizes)}: each "
+            "shard must hold whole sequences (use shard_sizes(count, k, seq_lens))"
+        )
+    shard_of_seq = np.searchsorted(shard_ends, ends, side="left")
+    shards = []
+    for k in range(len(sizes)):
+        lens = seq_lens[shard_of_seq == k]
+        shards.append((lens, np.cumsum(lens) - lens))
+    num_minibatches = max(1, min(num_minibatches, *(len(lens) for lens, _ in shards)))
+    plan = []
+    for lens, starts in shards:
+        epochs = []
+        for _ in range(num_sgd_iter):
+            order = rng.permutation(len(lens))
+            groups = np.split(order, _cuts(lens[order], num_minibatches))
+            epochs.append([_rows_of(starts[group], lens[group]) for group in groups])
+        plan.append(epochs)
+    return plan
+
+
+def _rows_of(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The rows of sequences starting at ``starts`` with ``lens``, one after another."""
+    if not len(lens):
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    return np.repeat(starts, lens) + offsets
 
 
 def global_minibatch_order(

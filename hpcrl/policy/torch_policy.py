@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from hpcrl.models import ActionDistribution, ModelCatalog, TorchModel, get_preprocessor
+from hpcrl.models.recurrent import SEQ_ID, sequence_ids, sequence_lengths
 from hpcrl.policy.adam import Adam
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY, LossOutput
 from hpcrl.policy.policy import ModelGradients, Policy, stack_observations
@@ -74,6 +75,8 @@ class TorchPolicy(Policy):
             if seed is not None:
                 torch.manual_seed(int(seed))
             self.model: TorchModel = self.make_model().to(self.device)
+        self.recurrent = self.model.is_recurrent()
+        self.max_seq_len = int(self.model.model_config.get("max_seq_len", 20) or 20)
         self.before_loss_init()
         self._optimizer = self.optimizer()
         self.cur_lr = config["lr"]
@@ -370,10 +373,20 @@ class TorchPolicy(Policy):
         return path
 
     # -- tensors ---------------------------------------------------------
+    def sequence_lengths(self, batch: SampleBatch) -> np.ndarray | None:
+        """The lengths of the sequences a recurrent policy trains on in ``batch``, in row
+        order (``hpcrl.models.recurrent.sequence_lengths``); None for other policies."""
+        if not self.recurrent:
+            return None
+        return sequence_lengths(batch, self.max_seq_len)
+
     def batch_to_tensors(self, batch: SampleBatch) -> SampleBatch:
         """The numeric columns of ``batch`` as tensors on the policy's device; ``obs``
-        and ``new_obs`` preprocessed to flat float tensors."""
+        and ``new_obs`` preprocessed (flat floats; images as they are). A recurrent
+        policy's batch gets a ``seq_id`` column: the sequence of each row."""
         tensors = {}
+        if self.recurrent:
+            tensors[SEQ_ID] = self._tensor(sequence_ids(batch, self.max_seq_len))
         for key, value in batch.items():
             if key in (SampleBatch.OBS, SampleBatch.NEXT_OBS):
                 tensors[key] = self._tensor(self.preprocessor.transform(value))
