@@ -60,6 +60,7 @@ from hpcrl.algorithms.dqn import (
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.n_step import N_STEPS
 from hpcrl.models import TorchModel, get_preprocessor
+from hpcrl.models.catalog import check_feed_forward
 from hpcrl.models.fcnet import _activation_class, _mlp
 from hpcrl.optimizers.sync_replay_optimizer import TD_ERROR
 from hpcrl.policy.adam import GroupedAdam
@@ -263,6 +264,7 @@ def make_actor_critic(
     policy, obs_space: gym.Space, action_space: gym.Space, config: dict[str, Any]
 ) -> ActorCriticModel:
     """``make_model``: the actor and critics (``policy.model``) and their target copy."""
+    check_feed_forward(config["model"], "DDPG and TD3")
     if not isinstance(action_space, gym.spaces.Box):
         raise ValueError(
             f"DDPG and TD3 need a continuous (Box) action space, got {action_space}; for "

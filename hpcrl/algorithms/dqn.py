@@ -37,6 +37,7 @@ from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.n_step import N_STEPS, compute_n_step
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.models import ModelCatalog, TorchModel
+from hpcrl.models.catalog import check_feed_forward
 from hpcrl.models.fcnet import _activation_class, _mlp
 from hpcrl.optimizers.sync_replay_optimizer import TD_ERROR, SyncReplayOptimizer
 from hpcrl.policy.adam import Adam
@@ -167,6 +168,7 @@ class _TorchModelView(TorchModel):
 
 def make_q_models(policy, obs_space: gym.Space, action_space: gym.Space, config) -> TorchModel:
     """``make_model``: the Q network (``policy.model``) and its target copy."""
+    check_feed_forward(config["model"], "DQN")
     if not isinstance(action_space, gym.spaces.Discrete):
         raise ValueError(
             f"DQN and SimpleQ need a Discrete action space, got {action_space}; for this "

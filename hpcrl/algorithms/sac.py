@@ -53,6 +53,7 @@ from hpcrl.algorithms.dqn import (
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.n_step import N_STEPS
 from hpcrl.models import ActionDistribution, Categorical, TorchModel, get_preprocessor
+from hpcrl.models.catalog import check_feed_forward
 from hpcrl.models.fcnet import _activation_class, _mlp
 from hpcrl.optimizers.sync_replay_optimizer import TD_ERROR
 from hpcrl.policy.adam import GroupedAdam
@@ -279,6 +280,7 @@ class SACCritic(nn.Module):
 def make_sac_models(policy, obs_space: gym.Space, action_space: gym.Space, config) -> TorchModel:
     """``make_model``: the actor (``policy.model``); the critics and their targets
     (``policy.critics``, ``policy.target_critics``) on the policy."""
+    check_feed_forward(config["model"], "SAC")
     if isinstance(action_space, gym.spaces.Box):
         if not (np.isfinite(action_space.low).all() and np.isfinite(action_space.high).all()):
             raise ValueError(

@@ -218,6 +218,24 @@ class ModelCatalog:
         return get_preprocessor(obs_space)
 
 
+def check_feed_forward(model_config: dict[str, Any] | None, algorithm: str) -> None:
+    """Raise ValueError if the model config asks for a recurrent model, which
+    ``algorithm`` (a replay or evolution algorithm here) does not train.
+
+    Example:
+        >>> check_feed_forward({"use_lstm": True}, "DQN")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: use_lstm is not supported by DQN, which trains feed-forward models; ...
+    """
+    if merge_model_config(model_config)["use_lstm"]:
+        raise ValueError(
+            f"use_lstm is not supported by {algorithm}, which trains feed-forward models; "
+            "drop it from the model config (recurrent models train with PG, A2C, A3C, PPO, "
+            "IMPALA and APPO)"
+        )
+
+
 def merge_model_config(model_config: dict[str, Any] | None) -> dict[str, Any]:
     """Returns ``model_config`` merged over a copy of ``MODEL_DEFAULTS``.
 
@@ -252,4 +270,4 @@ def _lookup(custom: Any, registry: dict[str, type], base: type, kind: str) -> ty
     )
 
 
-__all__ = ["MODEL_DEFAULTS", "ModelCatalog", "merge_model_config"]
+__all__ = ["MODEL_DEFAULTS", "ModelCatalog", "check_feed_forward", "merge_model_config"]
