@@ -87,9 +87,11 @@ class VisionNetwork(TorchModel):
 
     Reads ``conv_filters`` (None: RLlib's default for the image size, see
     ``DEFAULT_CONV_FILTERS``), ``conv_activation``, ``post_fcnet_hiddens``,
-    ``post_fcnet_activation`` and ``vf_share_layers`` from ``model_config``. Every
-    convolution but the last pads to keep ``ceil(size / stride)``, the last pads none
-    (RLlib's layout: 84x84 -> 21x21 -> 11x11 -> 1x1 with the default filters).
+    ``post_fcnet_activation`` and ``vf_share_layers`` from ``model_config``. A filter
+    ``[out_channels, [kernel_h, kernel_w], stride]`` may end with its padding, "same"
+    (keep ``ceil(size / stride)``) or "valid" (none), as in RLlib's new stack; without
+    one every convolution but the last is "same" and the last "valid" (RLlib's layout:
+    84x84 -> 21x21 -> 11x11 -> 1x1 with the default filters).
 
     Images may be channels-first or channels-last (see :func:`channels_first`); uint8
     observations are scaled to [0, 1] inside the model, so batches, messages, files and
@@ -177,47 +179,59 @@ class VisionNetwork(TorchModel):
         return self.value_head(features).squeeze(-1)
 
 
+PADDINGS = ("same", "valid")
+
+
 def _check_filters(filters: Any) -> None:
     for layer in filters:
         ok = (
             isinstance(layer, (list, tuple))
-            and len(layer) == 3
+            and len(layer) in (3, 4)
             and int(layer[0]) > 0
             and int(layer[2]) > 0
             and (isinstance(layer[1], int) or len(layer[1]) == 2)
+            and (len(layer) == 3 or layer[3] in PADDINGS)
         )
         if not ok:
             raise ValueError(
                 f"conv_filters entry {layer!r} is not [out_channels, [kernel_h, kernel_w], "
-                "stride] with positive sizes"
+                f"stride] or [..., padding] with positive sizes and padding in {PADDINGS}"
             )
 
 
 def _conv_stack(
     in_shape: tuple[int, int, int], filters: list[list[Any]], activation: type[nn.Module]
 ) -> nn.Sequential:
-    """Conv layers ("same"-style padding but the last, "valid"), then a flatten."""
+    """Conv layers, then a flatten. A layer pads as its fourth entry says ("same":
+    output ``ceil(size / stride)``, as TensorFlow; "valid": none); without one, every
+    layer but the last is "same" (RLlib's layout)."""
     channels, height, width = in_shape
     layers: list[nn.Module] = []
-    for i, (out_channels, kernel, stride) in enumerate(filters):
+    for i, layer in enumerate(filters):
+        out_channels, kernel, stride = layer[:3]
         kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(int(k) for k in kernel)
         stride = int(stride)
-        last = i == len(filters) - 1
-        if last:
+        padding = layer[3] if len(layer) == 4 else ("valid" if i == len(filters) - 1 else "same")
+        symmetric: tuple[int, int] = (0, 0)
+        if padding == "valid":
             if kernel[0] > height or kernel[1] > width:
                 raise ValueError(
                     f"conv_filters layer {i} has kernel {list(kernel)} but its input is only "
                     f"{height}x{width}; use a smaller kernel or fewer strides before it"
                 )
+            height, width = (height - kernel[0]) // stride + 1, (width - kernel[1]) // stride + 1
         else:
-            # Pad so that the output is ceil(size / stride), as TensorFlow's "same".
             pad_h = _same_padding(height, kernel[0], stride)
             pad_w = _same_padding(width, kernel[1], stride)
-            layers.append(
-                nn.ZeroPad2d((pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-            )
+            if pad_h % 2 or pad_w % 2:
+                # TensorFlow puts the odd pixel at the bottom and right.
+                layers.append(
+                    nn.ZeroPad2d((pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+                )
+            else:  # Padding inside the convolution saves a copy of the input.
+                symmetric = (pad_h // 2, pad_w // 2)
             height, width = math.ceil(height / stride), math.ceil(width / stride)
-        conv = nn.Conv2d(channels, int(out_channels), kernel, stride)
+        conv = nn.Conv2d(channels, int(out_channels), kernel, stride, padding=symmetric)
         nn.init.orthogonal_(conv.weight, gain=math.sqrt(2))
         nn.init.zeros_(conv.bias)
         layers += [conv, activation()]

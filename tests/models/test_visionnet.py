@@ -101,3 +101,17 @@ def test_bad_filters_and_sizes_name_the_fix():
             {"conv_filters": [[8, [4, 4], 2], [8, [4, 4], 4], [8, [11, 11], 1]]},
             "m",
         )
+
+
+def test_per_layer_padding_builds_the_nature_network():
+    """RLlib's new-stack filter entries name their padding: all "valid" is the DQN
+    paper's network, 84 -> 20 -> 9 -> 7."""
+    filters = [[32, [8, 8], 4, "valid"], [64, [4, 4], 2, "valid"], [64, [3, 3], 1, "valid"]]
+    space = _image_space(84, 84, 4, True)
+    config = {"conv_filters": filters, "post_fcnet_hiddens": [512], "vf_share_layers": True}
+    model = VisionNetwork(space, gym.spaces.Discrete(6), 6, config, "m")
+    convs = model.trunk[0]
+    assert convs(torch.zeros(1, 4, 84, 84)).shape == (1, 64 * 7 * 7)
+    assert not any(isinstance(m, torch.nn.ZeroPad2d) for m in convs)
+    with pytest.raises(ValueError, match="padding in \\('same', 'valid'\\)"):
+        VisionNetwork(space, gym.spaces.Discrete(6), 6, {"conv_filters": [[8, 3, 1, "full"]]}, "m")
