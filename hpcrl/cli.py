@@ -325,6 +325,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """Play a checkpoint's policy (or, on a multi-agent env, all its policies)."""
+    from hpcrl.env.atari import atari_preprocessing_options
     from hpcrl.env.registry import EnvContext, make_worker_envs
     from hpcrl.evaluation.policy_evaluation import evaluate_policies, evaluate_policy
     from hpcrl.io.checkpoint import CHECKPOINT_JSON, read_checkpoint_meta
@@ -339,7 +340,13 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict[str, Any], str]
     if not isinstance(env, str):
         raise UsageError(f"the checkpoint's config names no env by id ({env!r}); give --env ENV")
     env_config = policy.config.get("env_config") or {}
-    probe = make_worker_envs(env, 1, EnvContext(env_config))
+    probe = make_worker_envs(
+        env,
+        1,
+        EnvContext(env_config),
+        preprocessor_pref=policy.config.get("preprocessor_pref", "deepmind"),
+        atari_preprocessing=atari_preprocessing_options(policy.config),
+    )
     multi_agent = isinstance(probe, list)
     for copy in probe if multi_agent else [probe]:
         copy.close()

@@ -53,6 +53,7 @@ from hpcrl.evaluation.postprocessing import Postprocessing, compute_gae_for_samp
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY, LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
+from hpcrl.policy.schedules import LearningRateSchedule
 from hpcrl.policy.target_network import TargetNetworkMixin, frozen_copy
 
 DEFAULT_CONFIG: dict[str, Any] = with_common_config(
@@ -165,7 +166,7 @@ APPOTorchPolicy = build_torch_policy(
     extra_action_out_fn=vf_preds_fetches,
     before_loss_init=setup_appo,
     optimizer_fn=make_optimizer,
-    mixins=[APPOUpdatesMixin, TargetNetworkMixin, KLCoeffMixin],
+    mixins=[APPOUpdatesMixin, TargetNetworkMixin, KLCoeffMixin, LearningRateSchedule],
 )
 
 

@@ -6,6 +6,8 @@ import copy
 import difflib
 from typing import Any
 
+from hpcrl.env.atari import atari_preprocessing_options, check_preprocessor_pref
+from hpcrl.evaluation.reward_clipping import reward_clipper
 from hpcrl.models.catalog import merge_model_config
 
 COMMON_CONFIG: dict[str, Any] = {
@@ -17,6 +19,13 @@ COMMON_CONFIG: dict[str, Any] = {
     # "auto" (the env's own batched implementation if it has one, else "sync"),
     # "vector_entry_point", "sync" or "async" (one subprocess per env).
     "vectorization_mode": "auto",
+    # Atari ids (ALE/Pong-v5, PongNoFrameskip-v4...): "deepmind" plays them with DeepMind's
+    # preprocessing (no-op starts, frame skip 4, 84x84 grayscale, 4 frames stacked:
+    # uint8[4, 84, 84]); "rllib" or None: the game's raw frames. Other envs: no effect.
+    "preprocessor_pref": "deepmind",
+    # Options of the deepmind preprocessing; see hpcrl.env.atari.ATARI_PREPROCESSING_DEFAULTS
+    # (model["dim"], RLlib's key, sets the frames' side too).
+    "atari_preprocessing": {},
     # --- rollouts ---
     # Remote rollout workers; 0 samples on the driver. None: the backend's default
     # (0 for "local", every rank but the driver's for "mpi", one per core for a local
@@ -33,6 +42,10 @@ COMMON_CONFIG: dict[str, Any] = {
     "explore": True,
     # Clip continuous actions to the action space bounds before stepping the env.
     "clip_actions": True,
+    # Clip the rewards the policies learn from (episode_reward_mean keeps the env's own):
+    # None: to their sign for Atari ids with deepmind preprocessing, else not; True: to
+    # their sign; a number c: to [-c, c]; False: never.
+    "clip_rewards": None,
     # --- multi-agent (hpcrl.evaluation.policy_specs) ---
     # "policies": {policy_id: (policy_cls or None, obs_space or None, act_space or None,
     #   config overrides)} or a list of ids (None: the trainer's policy, the env's spaces);
@@ -124,8 +137,9 @@ _ANY_TYPE = {"env", "env_config", "seed", "grad_clip", "target_entropy"}
 _INT_OR_NONE = {"num_workers", "num_torch_threads", "keep_checkpoints_num"}
 # Smallest allowed values (checked when the config is made, not when first used).
 _AT_LEAST = {"keep_checkpoints_num": 1}
-# Keys with a number as default that also accept None ("off").
+# Keys with a default other than None that also accept None ("off").
 _NONE_ALLOWED = {
+    "preprocessor_pref",
     "vf_clip_param",
     "worker_timeout_s",
     "evaluation_interval",
@@ -158,8 +172,10 @@ def merge_config(defaults: dict[str, Any], config: dict[str, Any] | None) -> dic
 
             check_multiagent_config(value)  # raises for bad input; workers resolve it
             value = {**defaults[key], **value}
+        _check_value(key, value)
         merged[key] = value
     merged["model"] = merge_model_config(merged.get("model") or {})
+    atari_preprocessing_options(merged)  # raises for bad options, or a dim that disagrees
     return merged
 
 
@@ -198,6 +214,14 @@ def unknown_key_message(what: str, key: str, valid: Any) -> str:
         else f"; valid: {', '.join(sorted(str(k) for k in valid))}"
     )
     return f"unknown {what} {key!r}{hint}"
+
+
+def _check_value(key: str, value: Any) -> None:
+    """Raise ValueError for a bad value of a key whose type alone says too little."""
+    if key == "preprocessor_pref":
+        check_preprocessor_pref(value)
+    elif key == "clip_rewards":
+        reward_clipper(value, clip_by_default=False)
 
 
 def _check_type(key: str, value: Any, default: Any) -> None:

@@ -300,16 +300,23 @@ def _single_env(worker: Any) -> Any:
     if env is None:
         import gymnasium as gym
 
+        from hpcrl.env.atari import atari_preprocessing_options, is_atari_env_id, make_atari_env
         from hpcrl.env.registry import EnvContext, resolve_env_creator
 
         config = worker.config
         creator = resolve_env_creator(config["env"])
         context = EnvContext(config["env_config"], worker.worker_index, 0, worker.num_workers)
-        env = (
-            gym.make(creator, **config["env_config"])
-            if isinstance(creator, str)
-            else creator(context)
-        )
+        if is_atari_env_id(creator):
+            env = make_atari_env(
+                creator,
+                config["env_config"],
+                config["preprocessor_pref"],
+                atari_preprocessing_options(config),
+            )
+        elif isinstance(creator, str):
+            env = gym.make(creator, **config["env_config"])
+        else:
+            env = creator(context)
         worker._es_env = env
     return env
 

@@ -42,6 +42,7 @@ from hpcrl.policy.adam import Adam
 from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
+from hpcrl.policy.schedules import LearningRateSchedule
 
 # The keys of the asynchronous architecture (AsyncSamplesOptimizer), shared with APPO.
 ASYNC_DEFAULTS: dict[str, Any] = {
@@ -78,6 +79,9 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     # "adam", or "rmsprop" with decay, momentum and epsilon below.
     "opt_type": "adam",
     "lr": 5e-4,
+    # [[timestep, lr], ...]: the learning rate interpolated between these points of
+    # sampled steps (None: lr throughout), as RLlib's Pong files decay it.
+    "lr_schedule": None,
     "decay": 0.99,
     "momentum": 0.0,
     "epsilon": 0.1,
@@ -205,6 +209,7 @@ IMPALATorchPolicy = build_torch_policy(
     loss_fn=impala_loss,
     get_default_config=lambda: DEFAULT_CONFIG,
     optimizer_fn=make_optimizer,
+    mixins=[LearningRateSchedule],
 )
 
 IMPALATrainer = build_trainer(

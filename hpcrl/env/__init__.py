@@ -1,4 +1,5 @@
-"""Envs: the registry, vector-env creation, MultiAgentEnv and the PettingZoo adapters."""
+"""Envs: the registry, vector-env creation, MultiAgentEnv, the PettingZoo adapters and
+Atari games with DeepMind's preprocessing (``hpcrl.env.atari``)."""
 
 from __future__ import annotations
 

@@ -9,6 +9,12 @@ from typing import Any
 
 import gymnasium as gym
 
+from hpcrl.env.atari import (
+    is_atari_env_id,
+    make_atari_vector_env,
+    registered_atari_id,
+    require_ale,
+)
 from hpcrl.env.multi_agent_env import MultiAgentEnv
 
 EnvCreator = Callable[["EnvContext"], Any]
@@ -87,6 +93,10 @@ def resolve_env_creator(env: str | EnvCreator) -> EnvCreator | str:
         except ImportError as err:
             raise ValueError(f"cannot import module {module!r} for env {env!r}: {err}") from err
     env_id = env.split(":", 1)[-1]
+    if is_atari_env_id(env_id):
+        require_ale(env_id)
+        if registered_atari_id(env_id) in gym.registry:
+            return env_id
     if env_id not in gym.registry:
         known = list(gym.registry) + list(_ENV_CREATORS)
         close = difflib.get_close_matches(env_id, known, n=3)
@@ -122,15 +132,28 @@ def make_worker_envs(
     num_envs: int,
     context: EnvContext,
     vectorization_mode: str = "auto",
+    *,
+    preprocessor_pref: str | None = "deepmind",
+    atari_preprocessing: dict[str, Any] | None = None,
 ) -> gym.vector.VectorEnv | list[MultiAgentEnv]:
     """A rollout worker's envs: a gymnasium VectorEnv of ``num_envs`` copies of a
     single-agent env (``make_vector_env``), or a list of ``num_envs`` copies of a
     multi-agent env (a ``MultiAgentEnv``; PettingZoo envs are wrapped as one).
+
+    ``preprocessor_pref`` and ``atari_preprocessing`` (the config keys) apply to
+    Atari ids only (``hpcrl.env.atari``).
     """
     _check_counts(num_envs, vectorization_mode)
     creator = resolve_env_creator(env)
     if isinstance(creator, str):
-        return _make_gym_vector_env(creator, num_envs, dict(context), vectorization_mode)
+        return _make_gym_vector_env(
+            creator,
+            num_envs,
+            dict(context),
+            vectorization_mode,
+            preprocessor_pref,
+            atari_preprocessing,
+        )
     first = creator(context)
     multi_agent = as_multi_agent_env(first)
     if multi_agent is None:
@@ -157,18 +180,30 @@ def make_vector_env(
     num_envs: int,
     context: EnvContext,
     vectorization_mode: str = "auto",
+    *,
+    preprocessor_pref: str | None = "deepmind",
+    atari_preprocessing: dict[str, Any] | None = None,
 ) -> gym.vector.VectorEnv:
     """A gymnasium VectorEnv of ``num_envs`` copies of ``env``.
 
     ``vectorization_mode="auto"`` uses the env's own batched implementation
     (its ``vector_entry_point``) when it has one, else a ``SyncVectorEnv``;
     ``"async"`` runs each env in a subprocess. A creator that returns a
-    VectorEnv is used as it is (its ``num_envs`` must match).
+    VectorEnv is used as it is (its ``num_envs`` must match). Atari ids are made
+    by ``hpcrl.env.atari.make_atari_vector_env`` with ``preprocessor_pref`` and
+    ``atari_preprocessing``.
     """
     _check_counts(num_envs, vectorization_mode)
     creator = resolve_env_creator(env)
     if isinstance(creator, str):
-        return _make_gym_vector_env(creator, num_envs, dict(context), vectorization_mode)
+        return _make_gym_vector_env(
+            creator,
+            num_envs,
+            dict(context),
+            vectorization_mode,
+            preprocessor_pref,
+            atari_preprocessing,
+        )
     first = creator(context)
     if as_multi_agent_env(first) is not None:
         raise TypeError(
@@ -218,8 +253,17 @@ def _vectorize(
 
 
 def _make_gym_vector_env(
-    env_id: str, num_envs: int, kwargs: dict[str, Any], mode: str
+    env_id: str,
+    num_envs: int,
+    kwargs: dict[str, Any],
+    mode: str,
+    preprocessor_pref: str | None,
+    atari_preprocessing: dict[str, Any] | None,
 ) -> gym.vector.VectorEnv:
+    if is_atari_env_id(env_id):
+        return make_atari_vector_env(
+            env_id, num_envs, kwargs, mode, preprocessor_pref, atari_preprocessing
+        )
     spec = gym.spec(env_id)
     if mode == "auto":
         mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"

@@ -16,7 +16,8 @@ rows of unfinished episodes.
 
 Rewards go to the agent's last action: a reward given to an agent is added
 to the row of its most recent action, so rewards that arrive on other
-agents' turns are not lost.
+agents' turns are not lost. With ``clip_rewards`` each reward is clipped as
+it arrives, in the rows only: the episode returns keep the env's own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from hpcrl.env.multi_agent_env import ALL_AGENTS, MultiAgentEnv
+from hpcrl.evaluation.reward_clipping import RewardClip
 from hpcrl.evaluation.sampler import NO_INFO
 from hpcrl.policy.policy import Policy, stack_observations
 from hpcrl.policy.sample_batch import MultiAgentBatch, SampleBatch
@@ -205,6 +207,9 @@ class MultiAgentSampler:
         count_steps_by: "env_steps" or "agent_steps" (what ``fragment_length`` counts).
         seed: seed of the first reset of env copy ``i`` is ``seed + i``.
         clip_actions: clip Box actions to their bounds before stepping.
+        first_episode_id: ``eps_id`` of the first episode; later ones count up.
+        clip_rewards: clips the rewards of the rows (``reward_clipper``); the episode
+            returns keep the env's own. None: no clipping.
     """
 
     def __init__(
@@ -219,6 +224,7 @@ class MultiAgentSampler:
         seed: int | None,
         clip_actions: bool,
         first_episode_id: int,
+        clip_rewards: RewardClip | None = None,
     ) -> None:
         self.envs = envs
         self.policy_map = policy_map
@@ -230,6 +236,7 @@ class MultiAgentSampler:
         self.next_episode_id = first_episode_id
         self._map = mapping_caller(mapping_fn)
         self._clip = clip_actions
+        self._clip_rewards = clip_rewards
         self._agent_ids: dict[Any, int] = {}
         self._checked: set[tuple[Any, str]] = set()
         self._rows = {
@@ -390,7 +397,8 @@ class MultiAgentSampler:
             self._returns[e] += reward
             agent.episode_return += reward
             if agent.row >= 0:
-                self._rows[agent.pid].rewards[agent.row] += reward
+                clip = self._clip_rewards
+                self._rows[agent.pid].rewards[agent.row] += reward if clip is None else clip(reward)
         if infos:
             for agent_id, info in infos.items():
                 agent = agents.get(agent_id)

@@ -8,8 +8,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hpcrl.env.atari import atari_preprocessing_options, uses_deepmind_preprocessing
 from hpcrl.env.registry import EnvContext, make_vector_env
 from hpcrl.evaluation.metrics import summarize_episodes
+from hpcrl.evaluation.reward_clipping import reward_clipper
 from hpcrl.policy.policy import Policy
 
 
@@ -23,7 +25,9 @@ def evaluate_policy(
     explore: bool = False,
 ) -> dict[str, Any]:
     """Run ``num_episodes`` episodes of ``policy`` on ``env`` (one env per episode,
-    stepped together, each running its first episode to its end).
+    stepped together, each running its first episode to its end). An Atari game is
+    preprocessed as the policy's config says (``preprocessor_pref``,
+    ``atari_preprocessing``); the returns are the game's own, never clipped.
 
     Returns:
         ``{"episode_returns": array, "episode_lengths": array}`` plus their
@@ -38,7 +42,14 @@ def evaluate_policy(
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-    envs = make_vector_env(env, num_episodes, EnvContext(env_config or {}), "auto")
+    envs = make_vector_env(
+        env,
+        num_episodes,
+        EnvContext(env_config or {}),
+        "auto",
+        preprocessor_pref=policy.config.get("preprocessor_pref", "deepmind"),
+        atari_preprocessing=atari_preprocessing_options(policy.config),
+    )
     try:
         obs, _ = envs.reset(seed=seed)
         state = [
@@ -47,12 +58,26 @@ def evaluate_policy(
         returns = np.zeros(num_episodes, dtype=np.float64)
         lengths = np.zeros(num_episodes, dtype=np.int64)
         running = np.ones(num_episodes, dtype=bool)
+        # A recurrent model may read the previous action and reward (clipped as in
+        # training).
+        clip = reward_clipper(
+            policy.config.get("clip_rewards"),
+            clip_by_default=uses_deepmind_preprocessing(
+                env, policy.config.get("preprocessor_pref", "deepmind")
+            ),
+        )
+        space = envs.single_action_space
+        prev_actions = np.zeros((num_episodes, *space.shape), dtype=space.dtype)
+        prev_rewards = np.zeros(num_episodes, dtype=np.float32)
         while running.any():
-            actions, state, _ = policy.compute_actions(obs, state, explore=explore)
-            if isinstance(envs.single_action_space, gym.spaces.Box):
-                space = envs.single_action_space
+            actions, state, _ = policy.compute_actions(
+                obs, state, prev_actions, prev_rewards, explore=explore
+            )
+            prev_actions = actions
+            if isinstance(space, gym.spaces.Box):
                 actions = np.clip(actions, space.low, space.high)
             obs, rewards, terminated, truncated, _ = envs.step(actions)
+            prev_rewards = np.asarray(rewards if clip is None else clip(rewards), np.float32)
             returns += np.where(running, rewards, 0.0)
             lengths += running
             running &= ~(terminated | truncated)

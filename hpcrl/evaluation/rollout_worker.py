@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hpcrl.env.atari import atari_preprocessing_options, uses_deepmind_preprocessing
 from hpcrl.env.registry import EnvContext, make_worker_envs
 from hpcrl.evaluation.multi_agent_sampler import (
     Episode,
@@ -22,6 +23,7 @@ from hpcrl.evaluation.policy_specs import (
     default_policy_mapping_fn,
     resolve_policy_specs,
 )
+from hpcrl.evaluation.reward_clipping import reward_clipper
 from hpcrl.evaluation.sampler import VectorEnvSampler
 from hpcrl.policy.policy import Policy
 from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
@@ -41,6 +43,9 @@ WORKER_DEFAULTS: dict[str, Any] = {
     "output": None,
     "output_compress": None,
     "clip_actions": True,
+    "clip_rewards": None,
+    "preprocessor_pref": "deepmind",
+    "atari_preprocessing": {},
     "multiagent": {},
 }
 
@@ -65,7 +70,9 @@ class RolloutWorker:
     The batch is postprocessed before it is returned: each policy's
     ``postprocess_trajectory`` once over all its trajectories of the fragment
     (with ``other_agent_batches``, the rows of every agent of the fragment,
-    for a multi-agent env).
+    for a multi-agent env). The batch's rewards are clipped as
+    ``config["clip_rewards"]`` says (``hpcrl.evaluation.reward_clipping``); the
+    episode metrics (``get_metrics()``) keep the env's own.
 
     With ``config["output"] = DIR`` every batch ``sample()`` returns is also
     appended to this worker's own HDF5 file in ``DIR`` (``hpcrl.io.BatchWriter``).
@@ -129,6 +136,10 @@ class RolloutWorker:
         self.policy_mapping_fn = multiagent["policy_mapping_fn"] or default_policy_mapping_fn
         self.count_steps_by = multiagent["count_steps_by"]
         self.global_timestep = 0
+        self._clip_rewards = reward_clipper(
+            self.config["clip_rewards"],
+            clip_by_default=uses_deepmind_preprocessing(env, self.config["preprocessor_pref"]),
+        )
         self._reader = None
         self.env: Any = None
         self.multi_agent = False
@@ -144,7 +155,12 @@ class RolloutWorker:
         else:
             context = EnvContext(self.config["env_config"], worker_index, 0, num_workers)
             self.env = make_worker_envs(
-                env, self.num_envs, context, self.config["vectorization_mode"]
+                env,
+                self.num_envs,
+                context,
+                self.config["vectorization_mode"],
+                preprocessor_pref=self.config["preprocessor_pref"],
+                atari_preprocessing=atari_preprocessing_options(self.config),
             )
             self.multi_agent = isinstance(self.env, list)
             specs = self._policy_specs(multiagent["policies"], policy)
@@ -263,6 +279,7 @@ class RolloutWorker:
                 seed,
                 bool(self.config["clip_actions"]),
                 self._next_eps_id,
+                self._clip_rewards,
             )
         else:
             [policy] = self.policy_map.values()
@@ -274,6 +291,7 @@ class RolloutWorker:
                 seed,
                 bool(self.config["clip_actions"]),
                 self._next_eps_id,
+                self._clip_rewards,
             )
         self._sampler.steps_sampled = self._steps_sampled
         return self._sampler

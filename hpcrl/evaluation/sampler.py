@@ -1,7 +1,8 @@
 """Sampling a gymnasium vector env with one policy: one batched forward pass per step.
 
 gymnasium's vector envs spend one step of an env on its reset after an
-episode ends (next-step autoreset); that step is not a transition. In
+episode ends (next-step autoreset); that step is not a transition. A vector
+env that declares another autoreset mode is refused. In
 ``truncate_episodes`` mode the sampler steps until every env has a full
 fragment, so an env that reset less often returns a few more rows (one per
 reset of the slowest env). Nothing is held over to the next ``sample()``:
@@ -18,6 +19,7 @@ import numpy as np
 
 from hpcrl.evaluation.fragment_buffer import FragmentBuffer
 from hpcrl.evaluation.metrics import EpisodeStats
+from hpcrl.evaluation.reward_clipping import RewardClip
 from hpcrl.policy.policy import Policy
 from hpcrl.policy.sample_batch import SampleBatch
 
@@ -35,6 +37,18 @@ class _NoInfo(dict):
 NO_INFO = _NoInfo()
 
 
+def check_next_step_autoreset(env: gym.vector.VectorEnv) -> None:
+    """Raise ValueError when ``env`` declares an autoreset mode other than next-step (the
+    only one gymnasium 1.0 has, and the default since)."""
+    mode = env.metadata.get("autoreset_mode")
+    if mode is not None and getattr(mode, "value", mode) != "NextStep":
+        raise ValueError(
+            f"the vector env {type(env).__name__} resets its envs in autoreset mode {mode!r}; "
+            "hpcrl's sampler needs next-step autoreset (gymnasium's default): make it with "
+            "autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP"
+        )
+
+
 class VectorEnvSampler:
     """Steps ``env`` (a gymnasium VectorEnv) with ``policy``; ``sample()`` returns one
     fragment of every env, not postprocessed.
@@ -47,6 +61,8 @@ class VectorEnvSampler:
         seed: seed of the first reset (None: random).
         clip_actions: clip Box actions to the space's bounds before stepping.
         first_episode_id: ``eps_id`` of the first episode; later ones count up.
+        clip_rewards: clips the rewards of the batch (``reward_clipper``); the episode
+            metrics keep the env's own. None: no clipping.
     """
 
     def __init__(
@@ -58,7 +74,9 @@ class VectorEnvSampler:
         seed: int | None,
         clip_actions: bool,
         first_episode_id: int,
+        clip_rewards: RewardClip | None = None,
     ) -> None:
+        check_next_step_autoreset(env)
         self.env = env
         self.policy = policy
         self.num_envs = env.num_envs
@@ -74,6 +92,7 @@ class VectorEnvSampler:
         self._clip = (
             (space.low, space.high) if clip_actions and isinstance(space, gym.spaces.Box) else None
         )
+        self._clip_rewards = clip_rewards
 
     def sample(self) -> SampleBatch:
         if not self.started:
@@ -116,16 +135,32 @@ class VectorEnvSampler:
         self._no_infos = np.full(n, NO_INFO, dtype=object)
         self._no_infos.flags.writeable = False
         self._any_resetting = False
+        # A recurrent policy also sees the previous action and reward (zero at an
+        # episode's start); they are stored as the rows' prev_actions / prev_rewards.
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        if self.policy.is_recurrent():
+            space = self.env.single_action_space
+            self._prev = (
+                np.zeros((n, *space.shape), dtype=space.dtype),
+                np.zeros(n, dtype=np.float32),
+            )
         self.started = True
 
     def _step(self) -> None:
+        prev = self._prev
         actions, state_out, extra = self.policy.compute_actions(
-            self._obs, self._state, timestep=self.steps_sampled
+            self._obs,
+            self._state,
+            prev_action_batch=None if prev is None else prev[0],
+            prev_reward_batch=None if prev is None else prev[1],
+            timestep=self.steps_sampled,
         )
         if not isinstance(actions, np.ndarray):
             actions = np.asarray(actions)  # a from-scratch policy may return a list
         env_actions = actions if self._clip is None else np.clip(actions, *self._clip)
-        next_obs, rewards, terminated, truncated, infos = self.env.step(env_actions)
+        next_obs, env_rewards, terminated, truncated, infos = self.env.step(env_actions)
+        # The policy learns from the clipped rewards; the metrics count the env's own.
+        rewards = env_rewards if self._clip_rewards is None else self._clip_rewards(env_rewards)
         valid = ~self._resetting
         step = {
             SampleBatch.OBS: self._obs,
@@ -142,11 +177,13 @@ class VectorEnvSampler:
         for i, (s_in, s_out) in enumerate(zip(self._state, state_out)):
             step[f"state_in_{i}"] = s_in
             step[f"state_out_{i}"] = s_out
+        if prev is not None:
+            step[SampleBatch.PREV_ACTIONS], step[SampleBatch.PREV_REWARDS] = prev
         step.update(extra)
         self._buffer.add(step, valid)
 
         done = (terminated | truncated) & valid
-        self.episodes.step(rewards, valid, done)
+        self.episodes.step(env_rewards, valid, done)
         any_done = bool(done.any())
         if self.complete_episodes:
             self._since_done += valid
@@ -165,6 +202,10 @@ class VectorEnvSampler:
             self._eps_id[started] = self._new_eps_ids(int(started.sum()))
             for s, init in zip(self._state, self._initial_state):
                 s[started] = init
+        if prev is not None:
+            self._prev = (np.array(actions), np.asarray(rewards, dtype=np.float32).copy())
+            self._prev[0][self._resetting] = 0
+            self._prev[1][self._resetting] = 0.0
         self._resetting = done
         self._any_resetting = any_done
 
@@ -210,6 +251,7 @@ class VectorEnvSampler:
             "t": self._t,
             "resetting": self._resetting,
             "any_resetting": self._any_resetting,
+            "prev": None if self._prev is None else list(self._prev),
             "rows_per_env": self._rows_per_env,
             "completed_rows": self._completed_rows,
             "since_done": self._since_done,
@@ -224,6 +266,8 @@ class VectorEnvSampler:
         self._t = sampler["t"]
         self._resetting = sampler["resetting"]
         self._any_resetting = bool(sampler["any_resetting"])
+        prev = sampler.get("prev")
+        self._prev = None if prev is None else (np.asarray(prev[0]), np.asarray(prev[1]))
         self._rows_per_env = sampler["rows_per_env"]
         self._completed_rows = int(sampler["completed_rows"])
         self._since_done = sampler["since_done"]
