@@ -153,3 +153,19 @@ def test_tictactoe_from_the_command_line(tmp_path):
     [checkpoint] = tmp_path.glob("tictactoe-ppo/*/checkpoint_*")
     progress = next(tmp_path.glob("tictactoe-ppo/*/progress.csv")).read_text()
     assert "policy_reward_mean/player_1" in progress and "info/learner/player_2/kl" in progress
+
+
+def test_pong_ppo_file_trains_on_the_cpu(tmp_path):
+    pytest.importorskip("ale_py")
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "hpcrl", "train", "-f",
+            str(EXAMPLES / "tuned" / "pong-ppo.yaml"),
+            "--stop", '{"training_iteration": 1}', "--local-dir", str(tmp_path), "-q",
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "stopped by training_iteration after 1 iterations" in completed.stdout
+    progress = next(tmp_path.glob("pong-ppo/*/progress.csv")).read_text()
+    assert "info/learner/default_policy/vf_explained_var" in progress

@@ -83,8 +83,12 @@ COMMON_CONFIG: dict[str, Any] = {
     "worker_timeout_s": 600.0,
     # torch threads per worker process (None: the node's cores shared among its ranks).
     "num_torch_threads": None,
-    # torch device of the learner.
+    # torch device of the driver's policies, which learn ("cpu", "cuda", "cuda:1"...);
+    # remote rollout workers always act on the CPU.
     "device": "cpu",
+    # RLlib's key: GPUs for the driver's learner; > 0 sets device to "cuda" (fractions,
+    # e.g. RLlib's 0.2, mean one GPU). Data-parallel learners take num_gpus_per_learner.
+    "num_gpus": 0.0,
     # Seed for envs, action sampling, model init and minibatch order (None: random).
     "seed": None,
     # Episodes averaged in episode_reward_mean/min/max and episode_len_mean.
@@ -136,7 +140,7 @@ _ANY_TYPE = {"env", "env_config", "seed", "grad_clip", "target_entropy"}
 # Keys that must be an int when given (their default None means "decide for me").
 _INT_OR_NONE = {"num_workers", "num_torch_threads", "keep_checkpoints_num"}
 # Smallest allowed values (checked when the config is made, not when first used).
-_AT_LEAST = {"keep_checkpoints_num": 1}
+_AT_LEAST = {"keep_checkpoints_num": 1, "num_gpus": 0}
 # Keys with a default other than None that also accept None ("off").
 _NONE_ALLOWED = {
     "preprocessor_pref",
@@ -176,7 +180,37 @@ def merge_config(defaults: dict[str, Any], config: dict[str, Any] | None) -> dic
         merged[key] = value
     merged["model"] = merge_model_config(merged.get("model") or {})
     atari_preprocessing_options(merged)  # raises for bad options, or a dim that disagrees
+    if "device" in merged:
+        merged["device"] = learner_device(merged)
     return merged
+
+
+def learner_device(config: dict[str, Any]) -> str:
+    """The driver's torch device: ``device``, or "cuda" when ``num_gpus`` > 0 asks for a
+    GPU; a GPU that torch cannot see is an error naming the fix.
+
+    Example:
+        >>> learner_device({"device": "cpu", "num_gpus": 0})
+        'cpu'
+    """
+    device = str(config.get("device", "cpu"))
+    if config.get("num_gpus", 0) > 0 and device == "cpu":
+        device = "cuda"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            asked = (
+                f"num_gpus={config['num_gpus']}"
+                if config.get("num_gpus", 0) > 0
+                else f"device={device!r}"
+            )
+            raise ValueError(
+                f"{asked} asks for a GPU, but torch {torch.__version__} sees none (a CPU "
+                "build, or no CUDA device visible); set num_gpus: 0 and device: cpu, or run "
+                "on a GPU node with a CUDA build of torch"
+            )
+    return device
 
 
 # evaluation_config keys: evaluation plays on the driver with the trained policies,

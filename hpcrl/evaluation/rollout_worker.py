@@ -171,6 +171,8 @@ class RolloutWorker:
                 **self.config,
                 **spec.config,
                 "seed": policy_seed,
+                # Remote workers only act: on the CPU, whatever device learns.
+                **({"device": "cpu"} if worker_index > 0 else {}),
                 "worker_index": worker_index,
                 "num_workers": num_workers,
             }
