@@ -40,6 +40,7 @@ def run_example(script: str, *args: str) -> str:
         "dask_cartpole.py",
         "rock_paper_scissors.py",
         "multiagent_cartpole.py",
+        "custom_recurrent_model.py",
     ],
 )
 def test_help(script, capsys, monkeypatch):
@@ -63,6 +64,14 @@ def test_recurrent_state_counter():
     )
     assert "bad_rows 0" in out
     assert "OK: state_in_0 == t and state_out_0 == state_in_0 + 1" in out
+
+
+def test_custom_recurrent_model_learns_what_needs_memory():
+    # A feed-forward policy stays near 40 on this task (test_recurrent_training.py).
+    out = run_example(
+        "custom_recurrent_model.py", "--stop-reward", "80", "--max-timesteps", "120000"
+    )
+    assert "OK: the custom GRU reached" in out
 
 
 def test_extra_action_info():

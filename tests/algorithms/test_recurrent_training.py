@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 from training_helpers import train_until
 
 import hpcrl.env.stateless_cartpole  # noqa: F401  (registers StatelessCartPole-v1)
@@ -50,31 +53,16 @@ def test_recurrent_policies_train_with_each_algorithm(algorithm, extra):
         trainer.stop()
 
 
-MEMORY_TASK = {
-    "num_workers": 0,
-    "num_envs_per_worker": 16,
-    "rollout_fragment_length": 64,
-    "train_batch_size": 1024,
-    "sgd_minibatch_size": 256,
-    "num_sgd_iter": 6,
-    "lr": 1e-3,
-    "lambda": 0.95,
-    "entropy_coeff": 0.0,
-    "kl_coeff": 0.0,
-    "grad_clip": 0.5,
-    # The value head sits on the LSTM the policy uses: a small value loss keeps the
-    # returns' scale from swamping the policy's gradient (as RLlib's LSTM examples).
-    "vf_loss_coeff": 0.001,
-    "seed": 1,
-}
+TUNED = Path(__file__).resolve().parents[2] / "examples" / "tuned" / "stateless-cartpole-lstm.yaml"
 
 
 def test_ppo_with_an_lstm_learns_cartpole_without_velocities_and_without_cannot():
-    model = {"fcnet_hiddens": [64], "lstm_cell_size": 64, "max_seq_len": 20}
-    trainer_class = get_trainer_class("PPO")
-    recurrent = trainer_class(
-        {**MEMORY_TASK, "model": {**model, "use_lstm": True}}, env="StatelessCartPole-v1"
-    )
+    """The tuned file reaches 150; the same PPO without the LSTM, given as many steps,
+    stays far below."""
+    [experiment] = yaml.safe_load(TUNED.read_text()).values()
+    config = experiment["config"]
+    trainer_class = get_trainer_class(experiment["run"])
+    recurrent = trainer_class(config, env=experiment["env"])
     try:
         result = train_until(recurrent, 150, 200_000)
     finally:
@@ -82,13 +70,12 @@ def test_ppo_with_an_lstm_learns_cartpole_without_velocities_and_without_cannot(
     assert result["episode_reward_mean"] >= 150, result["episode_reward_mean"]
     steps = result["timesteps_total"]
     feed_forward = trainer_class(
-        {**MEMORY_TASK, "model": {**model, "use_lstm": False}}, env="StatelessCartPole-v1"
+        {**config, "model": {**config["model"], "use_lstm": False}}, env=experiment["env"]
     )
     try:
         result = train_until(feed_forward, 150, steps)
     finally:
         feed_forward.stop()
-    # The same budget leaves a policy that cannot see velocities far below.
     assert result["episode_reward_mean"] < 100, result["episode_reward_mean"]
 
 
