@@ -60,7 +60,16 @@ class Episode:
 class _Agent:
     """One agent of one running episode."""
 
-    __slots__ = ("pid", "index", "row", "t", "state", "episode_return")
+    __slots__ = (
+        "pid",
+        "index",
+        "row",
+        "t",
+        "state",
+        "episode_return",
+        "prev_action",
+        "prev_reward",
+    )
 
     def __init__(self, pid: str, index: int, state: list[np.ndarray]) -> None:
         self.pid = pid
@@ -69,6 +78,10 @@ class _Agent:
         self.t = 0
         self.state = state
         self.episode_return = 0.0
+        # For recurrent policies: its last action (None before the first) and the
+        # (clipped) reward it got for it.
+        self.prev_action: Any = None
+        self.prev_reward = 0.0
 
 
 class _PolicyRows:
@@ -337,10 +350,21 @@ class MultiAgentSampler:
         n = len(entries)
         obs_batch = stack_observations([entry[3] for entry in entries])
         state_in = []
+        prev_actions = prev_rewards = None
         if self._recurrent[pid]:
             state_in = [np.stack(s) for s in zip(*(entry[2].state for entry in entries))]
+            space = policy.action_space
+            none = np.zeros(space.shape, dtype=space.dtype)
+            prev_actions = np.stack(
+                [none if a.prev_action is None else a.prev_action for _, _, a, _ in entries]
+            )
+            prev_rewards = np.fromiter((a.prev_reward for _, _, a, _ in entries), np.float32, n)
         out_actions, state_out, extra = policy.compute_actions(
-            obs_batch, state_in, timestep=self.worker.global_timestep
+            obs_batch,
+            state_in,
+            prev_action_batch=prev_actions,
+            prev_reward_batch=prev_rewards,
+            timestep=self.worker.global_timestep,
         )
         out_actions = _as_action_array(out_actions, n, pid)
         block = {
@@ -358,6 +382,9 @@ class MultiAgentSampler:
         for i, (s_in, s_out) in enumerate(zip(state_in, state_out)):
             block[f"state_in_{i}"] = s_in
             block[f"state_out_{i}"] = np.asarray(s_out)
+        if prev_actions is not None:
+            block[SampleBatch.PREV_ACTIONS] = prev_actions
+            block[SampleBatch.PREV_REWARDS] = prev_rewards
         first = store.add_block(block, n)
         env_actions = out_actions
         space = policy.action_space
@@ -377,6 +404,8 @@ class MultiAgentSampler:
         if state_in:
             for i, (_, _, agent, _) in enumerate(entries):
                 agent.state = [s[i] for s in state_out]
+                agent.prev_action = out_actions[i]
+                agent.prev_reward = 0.0
 
     def _record(
         self,
@@ -398,7 +427,9 @@ class MultiAgentSampler:
             agent.episode_return += reward
             if agent.row >= 0:
                 clip = self._clip_rewards
-                self._rows[agent.pid].rewards[agent.row] += reward if clip is None else clip(reward)
+                learned = reward if clip is None else clip(reward)
+                self._rows[agent.pid].rewards[agent.row] += learned
+                agent.prev_reward += learned
         if infos:
             for agent_id, info in infos.items():
                 agent = agents.get(agent_id)
@@ -508,6 +539,8 @@ class MultiAgentSampler:
                             "t": a.t,
                             "state": list(a.state),
                             "episode_return": a.episode_return,
+                            "prev_action": a.prev_action,
+                            "prev_reward": a.prev_reward,
                         }
                         for a in agents.values()
                     ],
@@ -545,6 +578,8 @@ class MultiAgentSampler:
                 agent = _Agent(a["pid"], int(a["index"]), [np.asarray(x) for x in a["state"]])
                 agent.row, agent.t = int(a["row"]), int(a["t"])
                 agent.episode_return = float(a["episode_return"])
+                agent.prev_action = a.get("prev_action")
+                agent.prev_reward = float(a.get("prev_reward", 0.0))
                 agents[agent_id] = agent
             self._agents[e] = agents
             episode = Episode(int(saved["episode_id"]), e, self.worker)

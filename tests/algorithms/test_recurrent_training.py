@@ -85,3 +85,53 @@ def test_ppo_with_an_lstm_learns_cartpole_without_velocities_and_without_cannot(
 def test_replay_algorithms_refuse_use_lstm_with_the_fix(algorithm, env):
     with pytest.raises(ValueError, match=f"use_lstm is not supported by .*{algorithm[:3]}"):
         get_trainer_class(algorithm)({"model": {"use_lstm": True}}, env=env)
+
+
+def test_multi_agent_recurrent_policies_see_their_own_previous_actions_and_resume(tmp_path):
+    from hpcrl.env import register_env
+    from hpcrl.env.multi_agent_env import make_multi_agent
+
+    register_env("two_stateless", lambda cfg: make_multi_agent("StatelessCartPole-v1")(cfg))
+    config = {
+        "num_workers": 0,
+        "num_envs_per_worker": 2,
+        "rollout_fragment_length": 24,
+        "train_batch_size": 96,
+        "sgd_minibatch_size": 48,
+        "seed": 0,
+        "env_config": {"num_agents": 2},
+        "model": {**LSTM, "lstm_use_prev_action": True, "lstm_use_prev_reward": True},
+        "multiagent": {
+            "policies": ["p0", "p1"],
+            "policy_mapping_fn": lambda agent_id, episode, worker, **kw: f"p{agent_id}",
+        },
+    }
+    trainer = get_trainer_class("PPO")(config, env="two_stateless")
+    try:
+        worker = trainer.workers.local_worker()
+        batch = worker.sample()
+        for pid in ("p0", "p1"):
+            rows = batch.policy_batches[pid]
+            # Within an agent's trajectory the previous action is the row before's.
+            same = (rows["eps_id"][1:] == rows["eps_id"][:-1]) & (
+                rows["t"][1:] == rows["t"][:-1] + 1
+            )
+            assert same.any()
+            np.testing.assert_array_equal(
+                rows["prev_actions"][1:][same], rows["actions"][:-1][same]
+            )
+            np.testing.assert_array_equal(
+                rows["prev_rewards"][1:][same], rows["rewards"][:-1][same]
+            )
+            assert np.all(rows["prev_actions"][rows["t"] == 0] == 0)
+        trainer.train()
+        checkpoint = trainer.save(str(tmp_path))
+        expected = trainer.train()["timesteps_total"]
+    finally:
+        trainer.stop()
+    resumed = get_trainer_class("PPO")(config, env="two_stateless")
+    try:
+        resumed.restore(checkpoint)
+        assert resumed.train()["timesteps_total"] == expected
+    finally:
+        resumed.stop()
