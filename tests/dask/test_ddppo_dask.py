@@ -13,7 +13,16 @@ from hpcrl.algorithms.ddppo import DDPPOTrainer, DDPPOWorker
 pytest.importorskip("distributed")
 
 
-def test_two_dask_workers_learn_together_and_hold_the_same_weights(dask_cluster):
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"fcnet_hiddens": [8]},
+        # A recurrent policy: each worker's minibatches are whole sequences, as many
+        # on every worker (one all-reduce each).
+        {"fcnet_hiddens": [8], "use_lstm": True, "lstm_cell_size": 8, "max_seq_len": 8},
+    ],
+)
+def test_two_dask_workers_learn_together_and_hold_the_same_weights(dask_cluster, model):
     config = {
         "backend": "dask",
         "dask_address": dask_cluster.scheduler_address,
@@ -22,7 +31,7 @@ def test_two_dask_workers_learn_together_and_hold_the_same_weights(dask_cluster)
         "num_envs_per_worker": 2,
         "sgd_minibatch_size": 16,
         "num_sgd_iter": 2,
-        "model": {"fcnet_hiddens": [8]},
+        "model": model,
         "seed": 0,
     }
     with DDPPOTrainer(config, env="CartPole-v1") as trainer:
