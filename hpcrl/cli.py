@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from hpcrl.algorithms.registry import ALGORITHMS
+from hpcrl.algorithms.rllib_compat import from_rllib_stop
 
 EXIT_USAGE = 2
 
@@ -172,7 +173,9 @@ def _parse_json(text: str | None, flag: str) -> dict[str, Any]:
 def load_experiment_file(path: str) -> tuple[str, dict[str, Any]]:
     """``(name, spec)`` of the single experiment in a YAML file.
 
-    The file maps an experiment name to ``run``, ``env``, ``stop`` and ``config``::
+    The file maps an experiment name to ``run``, ``env``, ``stop`` and ``config``
+    (RLlib's tuned-example format: its config keys are read in ``merge_config``, its
+    newer stop keys here, see ``hpcrl.algorithms.rllib_compat``)::
 
         cartpole-ppo:
           run: PPO
@@ -204,6 +207,11 @@ def load_experiment_file(path: str) -> tuple[str, dict[str, Any]]:
             f"unknown setting(s) {sorted(unknown)} in experiment {name!r}; "
             f"expected {sorted(allowed)}"
         )
+    if isinstance(spec.get("stop"), dict):  # RLlib's files may name newer result keys
+        try:
+            spec = {**spec, "stop": from_rllib_stop(spec["stop"])}
+        except ValueError as err:
+            raise UsageError(f"experiment {name!r} in {path!r}: {err}") from None
     return str(name), spec
 
 

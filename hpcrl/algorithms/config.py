@@ -6,9 +6,11 @@ import copy
 import difflib
 from typing import Any
 
+from hpcrl.algorithms.rllib_compat import from_rllib_config
 from hpcrl.env.atari import atari_preprocessing_options, check_preprocessor_pref
 from hpcrl.evaluation.reward_clipping import reward_clipper
 from hpcrl.models.catalog import merge_model_config
+from hpcrl.policy.observation_filter import check_filter_name
 
 COMMON_CONFIG: dict[str, Any] = {
     # --- environment ---
@@ -46,6 +48,11 @@ COMMON_CONFIG: dict[str, Any] = {
     # None: to their sign for Atari ids with deepmind preprocessing, else not; True: to
     # their sign; a number c: to [-c, c]; False: never.
     "clip_rewards": None,
+    # Normalise observations before the policy sees them (hpcrl.policy.observation_filter):
+    # "NoFilter", or "MeanStdFilter" (alias "ConcurrentMeanStdFilter"): each policy's
+    # running mean and std of all observations its workers see, merged by the driver
+    # every iteration; batches hold the filtered observations; checkpoints keep it.
+    "observation_filter": "NoFilter",
     # --- multi-agent (hpcrl.evaluation.policy_specs) ---
     # "policies": {policy_id: (policy_cls or None, obs_space or None, act_space or None,
     #   config overrides)} or a list of ids (None: the trainer's policy, the env's spaces);
@@ -160,14 +167,15 @@ def with_common_config(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge_config(defaults: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
-    """``config`` merged over ``defaults``, with every key and type checked.
+    """``config`` merged over ``defaults``, with every key and type checked; RLlib's
+    keys are read as hpcrl's first (``rllib_compat.from_rllib_config``).
 
     Raises:
         ValueError: an unknown key (naming the closest valid one) or a value
             of the wrong type (naming the expected type).
     """
     merged = copy.deepcopy(defaults)
-    for key, value in (config or {}).items():
+    for key, value in from_rllib_config(config or {}, defaults).items():
         if key not in defaults:
             raise ValueError(unknown_key_message("config key", key, defaults))
         _check_type(key, value, defaults[key])
@@ -256,6 +264,8 @@ def _check_value(key: str, value: Any) -> None:
         check_preprocessor_pref(value)
     elif key == "clip_rewards":
         reward_clipper(value, clip_by_default=False)
+    elif key == "observation_filter":
+        check_filter_name(value)
 
 
 def _check_type(key: str, value: Any, default: Any) -> None:

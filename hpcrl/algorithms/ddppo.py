@@ -50,6 +50,7 @@ from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.learners.learner_group import LearnerGroup
 from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY
+from hpcrl.policy.observation_filter import without_filter_state
 from hpcrl.policy.sgd import mean_stats, plan_sequence_minibatches, standardize_fields
 
 
@@ -181,8 +182,13 @@ class DDPPOWorker(RolloutWorker):
         super().stop()
 
     def get_policy_states(self) -> dict[str, dict[str, Any]]:
-        """The trainable policies' whole state (optimizer included), by policy id."""
-        return {pid: self.policy_map[pid].get_state() for pid in self.policies_to_train}
+        """The trainable policies' whole state (optimizer included), by policy id, but
+        their observation filters: the driver's (merged from every worker's, see
+        ``WorkerSet.sync_filters``) stay the driver's."""
+        return {
+            pid: without_filter_state(self.policy_map[pid].get_state())
+            for pid in self.policies_to_train
+        }
 
     def set_policy_states(self, states: dict[str, dict[str, Any]]) -> None:
         for pid, state in states.items():
@@ -262,8 +268,12 @@ class DDPPOOptimizer(PolicyOptimizer):
         return fetches
 
     def _driver_states(self) -> dict[str, dict[str, Any]]:
+        # Without the observation filters: each worker restored its own.
         local = self.workers.local_worker()
-        return {pid: local.get_policy(pid).get_state() for pid in local.policies_to_train}
+        return {
+            pid: without_filter_state(local.get_policy(pid).get_state())
+            for pid in local.policies_to_train
+        }
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

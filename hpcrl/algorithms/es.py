@@ -18,8 +18,12 @@ parameters. From the returns of the pairs:
 
 Every process applies the same update from everyone's (index, returns)
 pairs, so parameters are not sent after the first iteration (see
-``ESOptimizer``). Checkpoints hold the parameters, the observation statistics
-and ES's Adam state; the noise table is rebuilt from ``noise_seed``.
+``ESOptimizer``). Observations are normalised by the policy's observation
+filter (``observation_filter: MeanStdFilter``, ARS V2; ``hpcrl.policy.
+observation_filter``), frozen during an iteration and updated between
+iterations by every process alike, from every process's statistics.
+Checkpoints hold the parameters, the filter and ES's Adam state; the noise
+table is rebuilt from ``noise_seed``.
 
 Example:
     >>> with ARSTrainer({"num_rollouts": 4, "rollouts_used": 2, "seed": 0,
@@ -39,6 +43,7 @@ from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
+from hpcrl.policy.observation_filter import RunningMeanStd
 from hpcrl.policy.policy_template import build_torch_policy
 
 
@@ -134,55 +139,6 @@ def ars_step(
     return _weighted_noise(table, np.asarray(indices)[top], weights, dim)
 
 
-class RunningMeanStd:
-    """Mean and variance of observations (Welford, merged in parallel form), as
-    ARS V2 normalises them; ``merge`` of the same deltas in the same order gives
-    every process the same statistics.
-
-    Example:
-        >>> stats = RunningMeanStd(2)
-        >>> stats.merge(RunningMeanStd.of(np.array([[1.0, 2.0], [3.0, 6.0]])))
-        >>> stats.mean.tolist(), stats.std.tolist()
-        ([2.0, 4.0], [1.0, 2.0])
-    """
-
-    def __init__(self, size: int) -> None:
-        self.count = 0
-        self.mean = np.zeros(size, dtype=np.float64)
-        self.m2 = np.zeros(size, dtype=np.float64)
-
-    @classmethod
-    def of(cls, rows: np.ndarray) -> dict[str, np.ndarray | int]:
-        """The delta of a block of observation rows ``[n, size]``."""
-        rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
-        mean = rows.mean(axis=0) if len(rows) else np.zeros(rows.shape[1])
-        return {"count": len(rows), "mean": mean, "m2": ((rows - mean) ** 2).sum(axis=0)}
-
-    def merge(self, delta: dict[str, Any]) -> None:
-        count = int(delta["count"])
-        if count == 0:
-            return
-        total = self.count + count
-        diff = delta["mean"] - self.mean
-        self.mean = self.mean + diff * count / total
-        self.m2 = self.m2 + delta["m2"] + diff**2 * self.count * count / total
-        self.count = total
-
-    @property
-    def std(self) -> np.ndarray:
-        if self.count < 2:
-            return np.ones_like(self.mean)
-        return np.sqrt(np.maximum(self.m2 / self.count, 1e-8))
-
-    def get_state(self) -> dict[str, Any]:
-        return {"count": self.count, "mean": self.mean.copy(), "m2": self.m2.copy()}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.count = int(state["count"])
-        self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
-        self.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
-
-
 class FlatAdam:
     """Adam on a flat parameter vector (numpy), as ES's step (Salimans et al.)."""
 
@@ -211,9 +167,9 @@ class FlatAdam:
 
 # -- the policy ---------------------------------------------------------------
 class ESPolicyMixin:
-    """A policy whose parameters move as one flat vector, acting deterministically
-    on observations normalised by its ``obs_stats`` (``observation_filter:
-    MeanStdFilter``); its state holds the statistics and the step's optimizer."""
+    """A policy whose parameters move as one flat vector; its state holds the step's
+    optimizer too. Its observation filter is updated by ``apply_update``, not by
+    acting."""
 
     def flat_size(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -231,49 +187,22 @@ class ESPolicyMixin:
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(vector, self.model.parameters())
 
-    def normalize(self, obs_batch: Any) -> Any:
-        if self.config["observation_filter"] != "MeanStdFilter":
-            return obs_batch
-        obs = np.asarray(obs_batch, dtype=np.float64)
-        shape = obs.shape
-        flat = obs.reshape(shape[0], -1)
-        normal = np.clip((flat - self.obs_stats.mean) / self.obs_stats.std, -10.0, 10.0)
-        return normal.reshape(shape).astype(np.float32)
-
-    def compute_actions(self, obs_batch: Any, *args: Any, **kwargs: Any) -> Any:
-        return super().compute_actions(self.normalize(obs_batch), *args, **kwargs)
-
     def get_state(self, include_optimizer: bool = True) -> dict[str, Any]:
         state = super().get_state(include_optimizer)
-        state["obs_stats"] = self.obs_stats.get_state()
         state["flat_adam"] = self.flat_adam.get_state()
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
-        if "obs_stats" in state:
-            self.obs_stats.set_state(state["obs_stats"])
+        if "obs_stats" in state and self.observation_filter.active:
+            # A checkpoint written before the statistics became the policy's filter.
+            self.observation_filter.running.set_state(state["obs_stats"])
         if "flat_adam" in state:
             self.flat_adam.set_state(state["flat_adam"])
 
 
 def setup_es(policy, obs_space, action_space, config) -> None:
-    """``before_loss_init``: the observation statistics and the step's Adam."""
-    import gymnasium as gym
-
-    if config["observation_filter"] not in ("MeanStdFilter", "NoFilter"):
-        raise ValueError(
-            f"observation_filter must be 'MeanStdFilter' or 'NoFilter', got "
-            f"{config['observation_filter']!r}"
-        )
-    box = isinstance(obs_space, gym.spaces.Box)
-    if config["observation_filter"] == "MeanStdFilter" and not box:
-        raise ValueError(
-            f"observation_filter 'MeanStdFilter' normalises Box observations; this env's are "
-            f"{obs_space}: set observation_filter to 'NoFilter'"
-        )
-    size = int(np.prod(obs_space.shape)) if box else 1
-    policy.obs_stats = RunningMeanStd(size)
+    """``before_loss_init``: the step's Adam."""
     policy.flat_adam = FlatAdam(policy.flat_size(), config.get("stepsize", 0.01))
     policy._noise_table = None
 
@@ -321,16 +250,21 @@ def _single_env(worker: Any) -> Any:
     return env
 
 
-def _episode(policy: Any, env: Any, seed: int) -> tuple[float, int, np.ndarray]:
-    """One episode with the policy's current parameters: return, length, observations."""
+def _episode(policy: Any, env: Any, seed: int) -> tuple[float, int, list[np.ndarray]]:
+    """One episode with the policy's current parameters: return, length, and the
+    observations as the filter counts them (none without a filter)."""
     import gymnasium as gym
 
+    obs_filter = policy.observation_filter
     obs, _ = env.reset(seed=seed)
     seen, total, steps = [], 0.0, 0
     box = isinstance(env.action_space, gym.spaces.Box)
     while True:
-        seen.append(np.asarray(obs, dtype=np.float64).ravel())
-        actions, _, _ = policy.compute_actions(np.asarray(obs)[None], explore=False)
+        batch = np.asarray(obs)[None]
+        if obs_filter.active:
+            seen.append(obs_filter.rows(batch))
+            batch = obs_filter(batch, update=False)
+        actions, _, _ = policy.compute_actions(batch, explore=False)
         action = actions[0]
         if box:
             action = np.clip(action, env.action_space.low, env.action_space.high)
@@ -338,7 +272,7 @@ def _episode(policy: Any, env: Any, seed: int) -> tuple[float, int, np.ndarray]:
         total += float(reward)
         steps += 1
         if terminated or truncated:
-            return total, steps, np.asarray(seen)
+            return total, steps, seen
 
 
 def perturbed_rollouts(
@@ -373,21 +307,21 @@ def perturbed_rollouts(
                 total, length, seen = _episode(policy, env, int(rng.integers(2**31)))
                 pair.append(total)
                 pair_lengths.append(length)
-                observations.append(seen)
+                observations += seen
                 steps += length
             indices.append(index)
             returns.append(pair)
             lengths.append(pair_lengths)
     finally:
         policy.set_flat(theta)
-    rows = np.concatenate(observations) if observations else np.zeros((0, 1))
+    obs_delta = RunningMeanStd.of(np.concatenate(observations)) if observations else None
     return {
         "indices": np.asarray(indices, dtype=np.int64),
         "returns": np.asarray(returns, dtype=np.float64).reshape(-1, 2),
         "lengths": np.asarray(lengths, dtype=np.int64).reshape(-1, 2),
         "eval_returns": np.asarray(evals, dtype=np.float64),
         "eval_lengths": np.asarray(eval_lengths, dtype=np.int64),
-        "obs_delta": RunningMeanStd.of(rows),
+        "obs_delta": obs_delta,
     }
 
 
@@ -411,7 +345,8 @@ def apply_update(worker: Any, shares: list[dict[str, Any]]) -> dict[str, float]:
         step = policy.flat_adam.step(-gradient + config["l2_coeff"] * theta)
     policy.set_flat(theta + step)
     for share in shares:
-        policy.obs_stats.merge(share["obs_delta"])
+        if share["obs_delta"] is not None:
+            policy.observation_filter.running.merge(share["obs_delta"])
     return {
         "update_ratio": float(np.linalg.norm(step) / max(np.linalg.norm(theta), 1e-12)),
         "weights_norm": float(np.linalg.norm(theta + step)),
@@ -537,7 +472,11 @@ def _nbytes(share: dict[str, Any]) -> int:
 
 
 class ESTrainerMixin:
-    """Results report the optimizer's unperturbed evaluation episodes."""
+    """Results report the optimizer's unperturbed evaluation episodes. Every process
+    updates its observation filter alike (``apply_update``): the trainer's merge of
+    the workers' filters has nothing to do."""
+
+    sync_observation_filters = False
 
     def _collect_worker_metrics(self) -> list[dict[str, Any]]:
         return [self.optimizer.pop_metrics()]

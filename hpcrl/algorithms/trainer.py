@@ -97,6 +97,9 @@ class Trainer:
     _policy: type[Policy] | None = None
     # The class of the remote rollout workers (DD-PPO's also learn).
     remote_worker_class: type[RolloutWorker] = RolloutWorker
+    # Merge the workers' observation filters after every iteration (ES and ARS
+    # update theirs identically on every process instead).
+    sync_observation_filters = True
 
     def __init__(self, config: dict[str, Any] | None = None, env: Any = None) -> None:
         config = dict(config or {})
@@ -163,7 +166,9 @@ class Trainer:
     # -- training --------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """One training iteration: optimizer steps until ``timesteps_per_iteration``
-        steps are sampled and ``min_iter_time_s`` seconds have passed."""
+        steps are sampled and ``min_iter_time_s`` seconds have passed; then the
+        workers' observation filters are merged on the driver and sent back
+        (``WorkerSet.sync_filters``)."""
         start = time.perf_counter()
         self.before_train_step()
         sampled_before = self.optimizer.num_steps_sampled
@@ -177,6 +182,8 @@ class Trainer:
             ):
                 break
         self._update_global_vars()
+        if self.sync_observation_filters:
+            self.workers.sync_filters()
         episodes = self._metrics.add(self._collect_worker_metrics())
         self.iteration += 1
         elapsed = time.perf_counter() - start
@@ -377,6 +384,9 @@ class Trainer:
             )
         backend = self.workers.backend
         backend.get([backend.call([actor], "set_state", s)[0] for actor, s in zip(remote, saved)])
+        filters = local.get_filter_states()
+        if filters and remote[len(saved) :]:  # workers the checkpoint has no state for
+            backend.get(backend.call(remote[len(saved) :], "sync_filters", filters))
         self.workers.sync_weights()
         set_process_rng_state(state["process_rng"])
 

@@ -6,17 +6,26 @@ backend (local, dask, mpi) carries the calls out with its own engine.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import signal
 import traceback
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import numpy as np
 
 # Slurm's warning signals before it ends a job: a trainer checkpoints and exits on
 # them (hpcrl.tune.preemption); an MPI worker rank leaves them to its driver. Defined
 # here, below both, so that a backend does not import the experiment layer.
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+# ``Backend.reduce``'s combining function: ``op(a, b)`` of two arrays shaped and typed
+# alike, returning another such array; associative and commutative (up to float
+# rounding), with the reduction's ``identity`` as neutral element. A picklable object
+# (a module-level function or class instance): under MPI every rank runs it.
+ReduceOp = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class RemoteError(RuntimeError):
@@ -113,6 +122,9 @@ class Backend:
     - ``get(futures)`` returns the results in order (raising ``RemoteError``).
     - ``broadcast(actors, method, payload)`` calls ``method(payload)`` on every
       actor, serialising ``payload`` once.
+    - ``reduce(actors, method, op, identity, *args, **kwargs)`` calls ``method`` on
+      every actor and combines the arrays they return with ``op`` into one (under
+      MPI one ``Reduce``, not a message per actor).
     - ``stream(actors, method, *args, **kwargs)``: the actors run ``method`` over
       and over and push each result to the driver as it is ready, within the
       credits the driver grants (see ``Stream``).
@@ -141,6 +153,31 @@ class Backend:
 
     def broadcast(self, actors: Sequence[Any], method: str, payload: Any) -> None:
         self.get(self.call(actors, method, payload))
+
+    def reduce(
+        self,
+        actors: Sequence[Any],
+        method: str,
+        op: ReduceOp,
+        identity: np.ndarray,
+        *args: Any,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """``method(*args, **kwargs)`` on each actor, the arrays they return (each shaped
+        and typed like ``identity``) combined by ``op`` into one, which is returned.
+
+        This default gets every result and combines them here, in actor order;
+        the MPI backend does it in one ``Reduce`` over the ranks.
+
+        Example:
+            >>> from hpcrl.backends.local import LocalBackend
+            >>> backend = LocalBackend()
+            >>> actors = backend.spawn(np.ones, 3, count=2)
+            >>> backend.reduce(actors, "copy", np.add, np.zeros(3)).tolist()
+            [2.0, 2.0, 2.0]
+        """
+        results = self.get(self.call(actors, method, *args, **kwargs))
+        return functools.reduce(op, results, np.asarray(identity))
 
     def stream(self, actors: Sequence[Any], method: str, *args: Any, **kwargs: Any) -> Stream:
         """A ``Stream`` of ``method(*args, **kwargs)`` results from each of ``actors``.

@@ -16,8 +16,10 @@ received buffer. This departs from ``mpi4py.util.pkl5``, which sends the
 pickle and each out-of-band buffer as separate messages and lets numpy reduce
 each array: measured on a five-column sample batch, that took about three
 times as long per message. ``broadcast`` packs its payload (weights) once, the
-same way, and sends it as one ``Bcast`` of that byte buffer. Waiting for any
-result is ``Improbe`` on ``ANY_SOURCE``.
+same way, and sends it as one ``Bcast`` of that byte buffer. ``reduce``
+combines the actors' arrays in one ``Reduce`` with the caller's function as a
+user-defined MPI operation (see ``_reduce``). Waiting for any result is
+``Improbe`` on ``ANY_SOURCE``.
 
 Streams (``MPIStream``, used by IMPALA/APPO): a worker rank given credits runs
 the stream's method over and over, sending each result to rank 0 as soon as
@@ -57,6 +59,7 @@ from hpcrl.backends.base import (
     Backend,
     CompletedFuture,
     Future,
+    ReduceOp,
     RemoteError,
     Stream,
     WorkerTimeoutError,
@@ -67,9 +70,10 @@ from hpcrl.policy.sample_batch import SampleBatch, _rebuild_sample_batch
 TAG_REQUEST = 11
 TAG_RESULT = 12
 TAG_STREAM = 13  # a stream's results, sent by worker ranks unasked (see MPIStream)
-# call ids of a broadcast's request: its targets answer only a failure, under
-# BROADCAST; the other ranks only join the Bcast
+# call ids of a collective's request (broadcast, reduce): its targets answer only a
+# failure, under BROADCAST or REDUCE; the other ranks only join the collective
 BROADCAST = -2
+REDUCE = -3
 NOT_TARGETED = -1
 
 LAUNCH_HINT = (
@@ -464,6 +468,61 @@ class MPIBackend(Backend):
             self._outbox.send(("__bcast__", call_id, method, buffer.nbytes), rank, TAG_REQUEST)
         self.comm.Bcast(buffer, root=0)
 
+    def reduce(
+        self,
+        actors: Sequence[MPIActor],
+        method: str,
+        op: ReduceOp,
+        identity: np.ndarray,
+        *args: Any,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """``method(*args, **kwargs)`` on each actor, the arrays combined by ``op`` in
+        one ``Reduce`` over all ranks: each rank's contribution travels once, up a
+        tree, and is merged on the way (ranks that hold none of ``actors``, and this
+        one, add ``identity``). One small request per rank starts it, as for
+        ``broadcast``.
+
+        Raises:
+            RemoteError: ``method`` failed on a rank (its contribution was left out);
+                it names the rank and carries its traceback.
+        """
+        identity = np.ascontiguousarray(identity)
+        targets = {actor.rank for actor in actors}
+        payload = (method, args, kwargs, op, identity)
+        requests = {
+            call_id: _pack(("__reduce__", call_id, payload, None))
+            for call_id in (REDUCE, NOT_TARGETED)
+        }
+        for rank in range(1, self.size):
+            call_id = REDUCE if rank in targets else NOT_TARGETED
+            self._outbox.send_packed(requests[call_id], rank, TAG_REQUEST)
+        result, failures = _reduce(self.comm, identity, op, identity)
+        if failures:
+            self._raise_collective_failure(method, failures)
+        return result
+
+    def _raise_collective_failure(self, method: str, failures: int) -> None:
+        """Raise the first ``RemoteError`` of the ranks that failed in a collective, once
+        every one of them has arrived (each rank sent its own before joining)."""
+        deadline = time.monotonic() + (self.timeout_s or 60.0)
+        backoff = _Backoff()
+        errors: list[RemoteError] = []
+        while len(errors) < failures and time.monotonic() < deadline:
+            try:
+                self._drain()
+            except RemoteError as err:
+                errors.append(err)
+                continue
+            backoff.pause()
+        if errors:
+            raise errors[0]
+        raise RemoteError(
+            f"MPI rank(s) ({method})",
+            f"{failures} rank(s) failed in the reduction but their error did not arrive",
+            "",
+        )
+
     def stream(
         self, actors: Sequence[MPIActor], method: str, *args: Any, **kwargs: Any
     ) -> MPIStream:
@@ -525,7 +584,7 @@ class MPIBackend(Backend):
             self._route(message, status.Get_source())
             return True
         call_id, ok, value, remote_tb = message
-        if call_id == BROADCAST:  # applying a broadcast payload failed
+        if call_id in (BROADCAST, REDUCE):  # a collective's call failed on that rank
             method, error = value
             raise RemoteError(f"MPI rank {status.Get_source()} ({method})", error, remote_tb)
         future = self._pending.pop(call_id)
@@ -776,6 +835,8 @@ class _Server:
             value = self._join_broadcast(bcast_nbytes)
             if call_id == BROADCAST:  # this rank's actor is one of the targets
                 self._answer(call_id, lambda: getattr(self.actor, payload)(value), payload)
+        elif method == "__reduce__":
+            self._join_reduce(call_id, *payload)
         elif method == "__stream__":  # no answer: results follow as credits allow
             *self.stream, self.credits = payload
             self.streamed = 0
@@ -826,6 +887,33 @@ class _Server:
         self.comm.Bcast(buffer, root=0)
         return _unpack(buffer)
 
+    def _join_reduce(
+        self,
+        call_id: int,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        op: ReduceOp,
+        identity: np.ndarray,
+    ) -> None:
+        """Add this rank's contribution to the driver's ``reduce``: its actor's result
+        if it is a target, else ``identity``. A failure is sent to the driver first
+        (then ``identity`` stands for the result), so the collective still completes."""
+        value, failed = identity, False
+        if call_id == REDUCE:
+            try:
+                value = np.asarray(getattr(self.actor, method)(*args, **kwargs))
+                if value.shape != identity.shape or value.dtype != identity.dtype:
+                    raise ValueError(
+                        f"{method} returned a {value.dtype} array of shape {value.shape} for "
+                        f"a reduction of {identity.dtype} arrays of shape {identity.shape}"
+                    )
+            except Exception as err:  # noqa: BLE001 - sent to the driver with its traceback
+                failure = (call_id, False, (method, picklable_error(err)), traceback.format_exc())
+                self.outbox.send(failure, 0, TAG_RESULT)
+                value, failed = identity, True
+        _reduce(self.comm, value, op, identity, failed)
+
     def _answer(self, call_id: int, fn: Any, broadcast_method: str | None = None) -> None:
         """Run ``fn`` and send its result; for a broadcast, send only a failure, with the
         method's name (the driver keeps no record of broadcasts)."""
@@ -838,6 +926,57 @@ class _Server:
             if broadcast_method is not None:
                 error = (broadcast_method, error)
             self.outbox.send((call_id, False, error, traceback.format_exc()), 0, TAG_RESULT)
+
+
+def _reduce(
+    comm: Any, value: np.ndarray, op: ReduceOp, identity: np.ndarray, failed: bool = False
+) -> tuple[np.ndarray, int]:
+    """This rank's part of a ``Reduce`` to rank 0 of ``value`` by ``op``; on rank 0
+    returns (the result, the number of ranks that failed), elsewhere (None, 0).
+
+    The message is ``[failures (int64), value's bytes]``, sent as one element of a
+    contiguous byte datatype, so MPI hands the operation whole messages (never a
+    slice of one) whatever the size. The operation sums the failure counts and
+    applies ``op`` to the values.
+    """
+    mpi = _import_mpi()
+    message = np.empty(8 + identity.nbytes, dtype=np.uint8)
+    message[:8].view(np.int64)[0] = int(failed)
+    message[8:] = np.ascontiguousarray(value, dtype=identity.dtype).view(np.uint8).reshape(-1)
+    datatype = mpi.BYTE.Create_contiguous(message.nbytes).Commit()
+    mpi_op = mpi.Op.Create(_ReduceFunction(op, identity.dtype, identity.shape), commute=True)
+    try:
+        if comm.Get_rank() == 0:
+            comm.Reduce(mpi.IN_PLACE, [message, 1, datatype], op=mpi_op, root=0)
+        else:
+            comm.Reduce([message, 1, datatype], None, op=mpi_op, root=0)
+    finally:
+        mpi_op.Free()
+        datatype.Free()
+    if comm.Get_rank() != 0:
+        return None, 0  # type: ignore[return-value]
+    result = message[8:].view(identity.dtype).reshape(identity.shape).copy()
+    return result, int(message[:8].view(np.int64)[0])
+
+
+class _ReduceFunction:
+    """``op`` as the function of a user-defined MPI operation on ``_reduce``'s messages:
+    ``inout = in (op) inout``, for each message in the buffers."""
+
+    def __init__(self, op: ReduceOp, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.op = op
+        self.dtype = dtype
+        self.shape = shape
+
+    def __call__(self, inbuf: Any, inoutbuf: Any, datatype: Any) -> None:
+        size = datatype.Get_size()
+        incoming = np.frombuffer(inbuf, dtype=np.uint8).reshape(-1, size)
+        result = np.frombuffer(inoutbuf, dtype=np.uint8).reshape(-1, size)
+        for a, b in zip(incoming, result):
+            b[:8].view(np.int64)[0] += a[:8].view(np.int64)[0]
+            values = [m[8:].view(self.dtype).reshape(self.shape) for m in (a, b)]
+            merged = np.ascontiguousarray(self.op(*values), dtype=self.dtype)
+            b[8:] = merged.view(np.uint8).reshape(-1)
 
 
 def _next_request(comm: Any, status: Any) -> tuple:

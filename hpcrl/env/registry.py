@@ -108,6 +108,37 @@ def resolve_env_creator(env: str | EnvCreator) -> EnvCreator | str:
     return env_id
 
 
+def newest_gymnasium_id(env: str) -> str | None:
+    """The newest version gymnasium registers of an env id it no longer makes, or None.
+
+    An id it no longer makes is one it does not register (``Pendulum-v0``, from gym)
+    or registers only to raise that it moved (the mujoco-py ids, ``HalfCheetah-v2``).
+    Names given to ``register_env``, ``module:EnvId`` forms and Atari ids are left alone.
+
+    Example:
+        >>> newest_gymnasium_id("Pendulum-v0"), newest_gymnasium_id("CartPole-v0")
+        ('Pendulum-v1', None)
+    """
+    if env in _ENV_CREATORS or ":" in env or is_atari_env_id(env):
+        return None
+    from gymnasium.envs.registration import find_highest_version, get_env_id, parse_env_id
+
+    try:
+        namespace, name, version = parse_env_id(env)
+    except gym.error.Error:
+        return None
+    spec = gym.registry.get(env)
+    # gymnasium registers the mujoco-py versions with an entry point that raises
+    # (_raise_mujoco_py_error).
+    moved = spec is not None and getattr(spec.entry_point, "__name__", "").startswith("_raise")
+    if version is None or (spec is not None and not moved):
+        return None
+    newest = find_highest_version(namespace, name)
+    if newest is None or newest <= version:
+        return None
+    return get_env_id(namespace, name, newest)
+
+
 def _pettingzoo_module_creator(env: str) -> EnvCreator | None:
     """For ``"pettingzoo.classic.tictactoe_v3"`` (any module path under ``pettingzoo``): a
     creator calling the module's ``parallel_env(**env_config)`` if it has one, else its

@@ -18,6 +18,13 @@ Rewards go to the agent's last action: a reward given to an agent is added
 to the row of its most recent action, so rewards that arrive on other
 agents' turns are not lost. With ``clip_rewards`` each reward is clipped as
 it arrives, in the rows only: the episode returns keep the env's own.
+
+Observation filters: a policy's filter (unless ``NoFilter``) normalises the
+observations its agents act on, one call per policy and step over all of
+them, and each final observation of an agent's episode, before they are
+stored; each counts once in its statistics. A fragment cut while an agent
+waits to act stores its next observation filtered without counting it: it
+counts when the agent acts on it in the next fragment.
 """
 
 from __future__ import annotations
@@ -223,6 +230,8 @@ class MultiAgentSampler:
         first_episode_id: ``eps_id`` of the first episode; later ones count up.
         clip_rewards: clips the rewards of the rows (``reward_clipper``); the episode
             returns keep the env's own. None: no clipping.
+        update_filter: count the observations in the policies' observation filters
+            (False: normalise with them as they are, e.g. to evaluate).
     """
 
     def __init__(
@@ -238,6 +247,7 @@ class MultiAgentSampler:
         clip_actions: bool,
         first_episode_id: int,
         clip_rewards: RewardClip | None = None,
+        update_filter: bool = True,
     ) -> None:
         self.envs = envs
         self.policy_map = policy_map
@@ -256,6 +266,12 @@ class MultiAgentSampler:
             pid: _PolicyRows(_flattener(p.observation_space)) for pid, p in policy_map.items()
         }
         self._recurrent = {pid: p.is_recurrent() for pid, p in policy_map.items()}
+        self._filters = {
+            pid: p.observation_filter
+            for pid, p in policy_map.items()
+            if p.observation_filter.active
+        }
+        self._update_filter = update_filter
         self.started = False
         self._completed_returns: list[float] = []
         self._completed_lengths: list[int] = []
@@ -268,8 +284,10 @@ class MultiAgentSampler:
         self._finished_env_steps = 0
 
     # -- episodes --------------------------------------------------------
-    def start(self, seed: int | None = None) -> None:
-        """Reset every env copy (copy ``i`` with ``seed + i``) and start fresh episodes."""
+    def start(self, seed: int | None = None, update_filter: bool | None = None) -> None:
+        """Reset every env copy (copy ``i`` with ``seed + i``) and start fresh episodes.
+        (``update_filter`` is ``VectorEnvSampler.start``'s: nothing to do here, where
+        observations are filtered when the agents act on them.)"""
         n = len(self.envs)
         self._obs: list[dict[Any, Any]] = [{} for _ in range(n)]
         self._agents: list[dict[Any, _Agent]] = [{} for _ in range(n)]
@@ -349,6 +367,9 @@ class MultiAgentSampler:
         store = self._rows[pid]
         n = len(entries)
         obs_batch = stack_observations([entry[3] for entry in entries])
+        obs_filter = self._filters.get(pid)
+        if obs_filter is not None:
+            obs_batch = obs_filter(obs_batch, update=self._update_filter)
         state_in = []
         prev_actions = prev_rewards = None
         if self._recurrent[pid]:
@@ -467,6 +488,7 @@ class MultiAgentSampler:
         agent = self._agents[e].get(agent_id)
         if agent is None or agent.row < 0:
             return
+        ob = self._filtered_one(agent.pid, ob, self._update_filter)
         self._rows[agent.pid].close(agent.row, ob, terminated, truncated)
         agent.row = -2  # done: it will not act again in this episode
 
@@ -492,7 +514,15 @@ class MultiAgentSampler:
             for agent_id, ob in obs_dict.items():
                 agent = agents.get(agent_id)
                 if agent is not None and agent.row >= 0:
+                    ob = self._filtered_one(agent.pid, ob, update=False)
                     self._rows[agent.pid].close(agent.row, ob, False, False)
+
+    def _filtered_one(self, pid: str, ob: Any, update: bool) -> Any:
+        """One observation through the policy's filter (as is without one, or None)."""
+        obs_filter = self._filters.get(pid)
+        if obs_filter is None or ob is None:
+            return ob
+        return obs_filter(stack_observations([ob]), update=update)[0]
 
     def _emit(self) -> MultiAgentBatch:
         batches = {}
@@ -708,7 +738,12 @@ def _flattener(space: gym.Space) -> Callable[[Any], np.ndarray] | None:
     preprocessor = get_preprocessor(space)
 
     def flatten(obs: Any) -> np.ndarray:
-        if isinstance(obs, np.ndarray) and obs.ndim == 2 and obs.shape[1] == preprocessor.size:
+        # Already flat: a batch, or one observation flattened by an observation filter.
+        if (
+            isinstance(obs, np.ndarray)
+            and obs.ndim in (1, 2)
+            and obs.shape[-1] == preprocessor.size
+        ):
             return obs
         if isinstance(obs, (dict, tuple)) and not _is_batch(obs, space):
             return preprocessor.transform([obs])[0]

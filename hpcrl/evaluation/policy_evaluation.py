@@ -27,7 +27,9 @@ def evaluate_policy(
     """Run ``num_episodes`` episodes of ``policy`` on ``env`` (one env per episode,
     stepped together, each running its first episode to its end). An Atari game is
     preprocessed as the policy's config says (``preprocessor_pref``,
-    ``atari_preprocessing``); the returns are the game's own, never clipped.
+    ``atari_preprocessing``); the returns are the game's own, never clipped. The
+    policy's observation filter normalises the observations, frozen: it is not
+    updated.
 
     Returns:
         ``{"episode_returns": array, "episode_lengths": array}`` plus their
@@ -71,7 +73,11 @@ def evaluate_policy(
         prev_rewards = np.zeros(num_episodes, dtype=np.float32)
         while running.any():
             actions, state, _ = policy.compute_actions(
-                obs, state, prev_actions, prev_rewards, explore=explore
+                policy.observation_filter(obs, update=False),
+                state,
+                prev_actions,
+                prev_rewards,
+                explore=explore,
             )
             prev_actions = actions
             if isinstance(space, gym.spaces.Box):
@@ -103,7 +109,8 @@ def evaluate_policies(
     """Run ``num_episodes`` episodes of a multi-agent ``env`` with ``policies`` (policy
     id -> Policy, e.g. every policy of a trainer checkpoint), agents mapped to them by
     ``policy_mapping_fn`` (a function or ``"module:function"``; None: every agent to
-    ``"default_policy"``).
+    ``"default_policy"``). Each policy's observation filter normalises its agents'
+    observations, frozen: it is not updated.
 
     Returns:
         ``{"episode_returns", "episode_lengths", "policy_returns": {policy_id: array}}``
@@ -131,6 +138,7 @@ def evaluate_policies(
         },
     }
     worker = RolloutWorker(env, type(first), config)
+    worker.update_observation_filters = False
     try:
         if not worker.multi_agent:
             raise ValueError(

@@ -25,6 +25,7 @@ from hpcrl.evaluation.policy_specs import (
 )
 from hpcrl.evaluation.reward_clipping import reward_clipper
 from hpcrl.evaluation.sampler import VectorEnvSampler
+from hpcrl.policy.observation_filter import MeanStdFilter, WelfordMerge
 from hpcrl.policy.policy import Policy
 from hpcrl.policy.sample_batch import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
 
@@ -84,7 +85,13 @@ class RolloutWorker:
     ``get_state()``/``set_state()`` carry everything a checkpoint needs to
     continue sampling exactly: episode ids, counters, running episode
     returns, held-over rows, the env's state (``hpcrl.io.env_state``) and the
-    policies' state.
+    policies' state (their observation filters included).
+
+    Each policy's observation filter (``config["observation_filter"]``) is
+    applied by the sampler and counts what it sees;
+    ``update_observation_filters = False`` makes it normalise without counting
+    (evaluation). ``pop_filter_updates`` and ``sync_filters`` are the driver's
+    side of merging the workers' filters (``WorkerSet.sync_filters``).
 
     Args:
         env: gymnasium id, name given to ``register_env``, a PettingZoo module
@@ -184,6 +191,9 @@ class RolloutWorker:
         self._next_eps_id = (worker_index << 40) + 1
         self._steps_sampled = 0
         self._sampler: Any = None
+        # Whether sampling counts observations in the policies' filters (set before
+        # the first sample()).
+        self.update_observation_filters = True
         self._writer = None
         if self.config["output"]:
             from hpcrl.io.batch_writer import BatchWriter
@@ -282,6 +292,7 @@ class RolloutWorker:
                 bool(self.config["clip_actions"]),
                 self._next_eps_id,
                 self._clip_rewards,
+                self.update_observation_filters,
             )
         else:
             [policy] = self.policy_map.values()
@@ -294,6 +305,7 @@ class RolloutWorker:
                 bool(self.config["clip_actions"]),
                 self._next_eps_id,
                 self._clip_rewards,
+                self.update_observation_filters,
             )
         self._sampler.steps_sampled = self._steps_sampled
         return self._sampler
@@ -453,6 +465,43 @@ class RolloutWorker:
     def ping(self) -> int:
         return self.worker_index
 
+    # -- observation filters ---------------------------------------------
+    def filter_layout(self) -> WelfordMerge:
+        """How ``pop_filter_updates`` lays out this worker's filters (the policies'
+        that filter, in policy-map order), as the reduction that merges two such arrays."""
+        return WelfordMerge([f.size for f in self._active_filters().values()])
+
+    def pop_filter_updates(self) -> np.ndarray:
+        """The statistics of the observations each filter saw since the last call, one
+        block per filter (``filter_layout()``); the filters' buffers start afresh."""
+        updates = [f.pop_update() for f in self._active_filters().values()]
+        return np.concatenate(updates) if updates else np.zeros(0)
+
+    def merge_filter_updates(self, updates: np.ndarray) -> None:
+        """Add other workers' observations (``pop_filter_updates()`` arrays, merged) to
+        this worker's filters."""
+        filters = self._active_filters().values()
+        for obs_filter, block in zip(filters, self.filter_layout().blocks(updates)):
+            obs_filter.merge_update(block)
+
+    def get_filter_states(self) -> dict[str, dict[str, Any]]:
+        """Each filter's running statistics, by policy id: what ``sync_filters`` takes."""
+        return {pid: f.running.get_state() for pid, f in self._active_filters().items()}
+
+    def sync_filters(self, states: dict[str, dict[str, Any]]) -> None:
+        """Take the driver's merged statistics, keeping on top the observations seen
+        since the last ``pop_filter_updates()``."""
+        filters = self._active_filters()
+        for pid, running in states.items():
+            filters[pid].sync(running)
+
+    def _active_filters(self) -> dict[str, MeanStdFilter]:
+        return {
+            pid: policy.observation_filter
+            for pid, policy in self.policy_map.items()
+            if policy.observation_filter.active
+        }
+
     # -- state for checkpoints -------------------------------------------
     def get_state(self, policy_state: str = "full") -> dict[str, Any]:
         """What a checkpoint needs to continue this worker's sampling exactly.
@@ -507,7 +556,9 @@ class RolloutWorker:
         from hpcrl.io.env_state import restore_env
 
         sampler = self._make_sampler()
-        sampler.start(self.seed)
+        # The restored policies' filters do not count this reset: its observations are
+        # replaced by the saved ones, or counted by the fresh start below.
+        sampler.start(self.seed, update_filter=False)
         env = _EnvCopies(self.env) if self.multi_agent else self.env
         if restore_env(env, state["env"]):
             sampler.set_state(state["sampler"])

@@ -8,6 +8,11 @@ fragment, so an env that reset less often returns a few more rows (one per
 reset of the slowest env). Nothing is held over to the next ``sample()``:
 every row was sampled with the weights of this call. ``complete_episodes``
 holds the unfinished episodes over, as it must.
+
+Every observation the envs return (at reset and after each step) goes through
+the policy's observation filter once, for all envs together, before the
+policy sees it; the batch's ``obs`` and ``new_obs`` hold the filtered ones. A
+``NoFilter`` is skipped.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class VectorEnvSampler:
         first_episode_id: ``eps_id`` of the first episode; later ones count up.
         clip_rewards: clips the rewards of the batch (``reward_clipper``); the episode
             metrics keep the env's own. None: no clipping.
+        update_filter: count the observations in the policy's observation filter
+            (False: normalise with it as it is, e.g. to evaluate).
     """
 
     def __init__(
@@ -75,6 +82,7 @@ class VectorEnvSampler:
         clip_actions: bool,
         first_episode_id: int,
         clip_rewards: RewardClip | None = None,
+        update_filter: bool = True,
     ) -> None:
         check_next_step_autoreset(env)
         self.env = env
@@ -93,6 +101,9 @@ class VectorEnvSampler:
             (space.low, space.high) if clip_actions and isinstance(space, gym.spaces.Box) else None
         )
         self._clip_rewards = clip_rewards
+        obs_filter = policy.observation_filter
+        self._filter = obs_filter if obs_filter.active else None
+        self._update_filter = update_filter
 
     def sample(self) -> SampleBatch:
         if not self.started:
@@ -117,9 +128,14 @@ class VectorEnvSampler:
         self.steps_sampled += batch.count
         return batch
 
-    def start(self, seed: int | None = None) -> None:
-        """Reset every env and start fresh episodes."""
+    def start(self, seed: int | None = None, update_filter: bool | None = None) -> None:
+        """Reset every env and start fresh episodes. ``update_filter=False``: the
+        observations of this reset do not count in the observation filter (a restore
+        replaces them)."""
         obs, _ = self.env.reset(seed=seed)
+        if self._filter is not None:
+            update = self._update_filter if update_filter is None else update_filter
+            obs = self._filter(obs, update=update)
         n = self.num_envs
         initial = [np.asarray(s) for s in self.policy.get_initial_state()]
         self._obs = obs
@@ -159,6 +175,8 @@ class VectorEnvSampler:
             actions = np.asarray(actions)  # a from-scratch policy may return a list
         env_actions = actions if self._clip is None else np.clip(actions, *self._clip)
         next_obs, env_rewards, terminated, truncated, infos = self.env.step(env_actions)
+        if self._filter is not None:
+            next_obs = self._filter(next_obs, update=self._update_filter)
         # The policy learns from the clipped rewards; the metrics count the env's own.
         rewards = env_rewards if self._clip_rewards is None else self._clip_rewards(env_rewards)
         valid = ~self._resetting

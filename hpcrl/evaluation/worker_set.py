@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -42,11 +43,17 @@ class WorkerSet:
     (``call``, ``get``, ``broadcast``), so the same driver code runs on every
     backend.
 
+    Observation filters (``config["observation_filter"]``): ``sync_filters``
+    merges what every remote worker's filters saw since the last sync into
+    the local worker's (the driver's) and sends the result back; the Trainer
+    calls it once per iteration.
+
     A remote worker whose process dies (on backends that outlive that, such
-    as dask) is re-created with the local worker's current weights and the
-    last global vars when ``config["recreate_failed_workers"]`` is on (the
-    default), at most ``config["max_worker_restarts"]`` times in all;
-    ``call_remote`` and ``sync_weights`` do it and then go on.
+    as dask) is re-created with the local worker's current weights,
+    observation filters and the last global vars when
+    ``config["recreate_failed_workers"]`` is on (the default), at most
+    ``config["max_worker_restarts"]`` times in all; ``call_remote`` and
+    ``sync_weights`` do it and then go on.
     ``num_worker_restarts`` counts the restarts.
 
     Example:
@@ -184,12 +191,15 @@ class WorkerSet:
             )
             try:
                 self.backend.restart(actor)
-                # hpcrl has no observation filters yet; weights and global vars are
-                # all the state a rollout worker gets from the driver.
-                future = self.backend.call(
+                # Weights, global vars and filters: the state a rollout worker gets from
+                # the driver.
+                futures = self.backend.call(
                     [actor], "set_weights", self._local.get_weights(), self._global_vars or None
                 )
-                self.backend.get(future)
+                filters = self._local.get_filter_states()
+                if filters:
+                    futures += self.backend.call([actor], "sync_filters", filters)
+                self.backend.get(futures)
                 return
             except WorkerLostError as again:
                 error = again
@@ -203,6 +213,38 @@ class WorkerSet:
             self.backend.broadcast(self._remote, "set_weights", weights)
         except WorkerLostError:
             self.call_remote("set_weights", weights)
+
+    def sync_filters(self) -> None:
+        """Merge into the local worker's observation filters what each remote worker's
+        saw since the last call, and send the merged filters back to them all.
+
+        The merge is parallel Welford (count, mean, M2; ``WelfordMerge``) over every
+        worker's update, in one ``Backend.reduce``: under MPI one ``Reduce`` over the
+        ranks, not a message per worker; then one ``broadcast`` of the result. A
+        worker takes it with what it saw meanwhile on top (``sync_filters``), so an
+        asynchronous optimizer's workers lose nothing. Nothing happens when every
+        policy has ``NoFilter``, or with no remote workers (the local worker's
+        filters counted what it sampled).
+        """
+        layout = self._local.filter_layout()
+        if not layout.sizes or not self._remote:
+            return
+        try:
+            update = self.backend.reduce(
+                self._remote, "pop_filter_updates", layout, layout.identity()
+            )
+        except WorkerLostError:
+            # A worker was lost (Dask): ask again, re-creating it. The others hand
+            # over what they gave the failed reduction again (it stays theirs until
+            # they are synced), so only the lost worker's observations are left out.
+            updates = self.call_remote("pop_filter_updates")
+            update = functools.reduce(layout, updates, layout.identity())
+        self._local.merge_filter_updates(update)
+        states = self._local.get_filter_states()
+        try:
+            self.backend.broadcast(self._remote, "sync_filters", states)
+        except WorkerLostError:
+            self.call_remote("sync_filters", states)
 
     def set_global_vars(self, global_vars: dict[str, Any]) -> None:
         """``set_global_vars`` (e.g. ``{"timestep": N}``) on every worker's policies."""

@@ -11,7 +11,8 @@ A trainer checkpoint (``Trainer.save()``) is a directory::
                                 policy random generators), the driver's random generators
       policies/<policy_id>/     one policy checkpoint per policy of the local worker:
         policy.json             class, spaces, config
-        policy_state.h5         weights, optimizer state, counters, random generators
+        policy_state.h5         weights, optimizer state, counters, random generators,
+                                the observation filter (the driver's, merged)
 
 HDF5 files hold arrays as datasets and everything else as JSON attributes
 (``hpcrl.io.hdf5_tree``); loading reads JSON and arrays and never runs code.
@@ -19,8 +20,9 @@ The directory is written as ``.checkpoint_000010.tmp-<pid>`` and renamed when
 every file is on disk (``fsync``), so a ``checkpoint_*`` directory is always
 complete. Every array and every optimizer's state (the policies', the
 policy optimizer's, data-parallel learners') is in the HDF5 files; the JSON
-holds metadata only. There are no observation filters in hpcrl yet, and no
-algorithm with a replay buffer yet, so checkpoints hold neither.
+holds metadata only. Observation filters are part of each policy's state (the
+remote workers' own in ``trainer_state.h5``), so ``Policy.from_checkpoint``
+plays with the filter it was trained with.
 
 ``Policy.export_checkpoint(dir)`` writes a policy checkpoint alone;
 ``Policy.from_checkpoint(dir)`` loads one (or a policy of a trainer checkpoint).

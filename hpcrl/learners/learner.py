@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from hpcrl.learners.rendezvous import Rendezvous
+from hpcrl.policy.observation_filter import without_filter_state
 from hpcrl.policy.policy import Policy
 from hpcrl.policy.sample_batch import SampleBatch
 from hpcrl.policy.sgd import minibatch_sgd
@@ -186,8 +187,13 @@ class Learner:
 
     def get_policy_state(self) -> dict[str, dict[str, Any]]:
         """Each policy's state without its optimizer (weights, target networks,
-        coefficients, counters), by policy id: what the driver checkpoints."""
-        return {pid: p.get_state(include_optimizer=False) for pid, p in self.policies.items()}
+        coefficients, counters), by policy id: what the driver checkpoints. Without
+        the observation filter too: the driver's, merged from its rollout workers,
+        is the one that counts."""
+        return {
+            pid: without_filter_state(p.get_state(include_optimizer=False))
+            for pid, p in self.policies.items()
+        }
 
     def get_optimizer_state(self) -> dict[str, Any]:
         """Each policy's optimizer state as numpy arrays and plain values, by policy id."""

@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hpcrl.policy.observation_filter import make_observation_filter
 from hpcrl.policy.sample_batch import SampleBatch
 
 TensorStructType = Any
@@ -28,6 +29,13 @@ class Policy:
     Every batch argument is a batch over environments: ``compute_actions`` is
     called once per vector step for all envs of a worker.
 
+    ``observation_filter`` (``config["observation_filter"]``, see
+    ``hpcrl.policy.observation_filter``) normalises the env's observations:
+    rollout workers apply it (updating it) before ``compute_actions``, which,
+    like the loss, sees filtered observations, as sample batches hold them.
+    ``compute_single_action`` takes an env's raw observation and applies it
+    (frozen, not updated), as ``evaluate_policy`` does; it is part of the state.
+
     Example:
         >>> class RandomPolicy(Policy):
         ...     def compute_actions(self, obs_batch, state_batches=None, **kw):
@@ -42,6 +50,9 @@ class Policy:
         self.action_space = action_space
         self.config = config
         self.global_timestep = 0
+        self.observation_filter = make_observation_filter(
+            config.get("observation_filter", "NoFilter"), observation_space
+        )
         seed = config.get("seed")
         self.np_random = np.random.default_rng(seed)
         if seed is not None:
@@ -108,12 +119,13 @@ class Policy:
         timestep: int | None = None,
         **kwargs: Any,
     ) -> tuple[Any, list[np.ndarray], dict[str, Any]]:
-        """One action for one observation: ``compute_actions`` on a batch of one.
+        """One action for one raw observation of the env: ``compute_actions`` on a
+        batch of one, filtered by ``observation_filter`` (frozen).
 
         Returns:
             ``(action, state_out, extra_info)`` without the batch dimension.
         """
-        obs_batch = _batch_of_one(obs)
+        obs_batch = self.observation_filter(_batch_of_one(obs), update=False)
         state_batches = [np.asarray(s)[None] for s in (state or [])]
         actions, state_out, extra = self.compute_actions(
             obs_batch,
@@ -226,6 +238,8 @@ class Policy:
         space_rng = getattr(self.action_space, "_np_random", None)
         if space_rng is not None:  # seeded: action_space.sample() draws from it
             state["action_space_rng"] = space_rng.bit_generator.state
+        if self.observation_filter.active:
+            state["observation_filter"] = self.observation_filter.get_state()
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -237,6 +251,8 @@ class Policy:
             self.np_random.bit_generator.state = state["np_random"]
         if "action_space_rng" in state:
             self.action_space.np_random.bit_generator.state = state["action_space_rng"]
+        if "observation_filter" in state:
+            self.observation_filter.set_state(state["observation_filter"])
 
     def export_checkpoint(self, export_dir: str) -> str:
         """Write this policy (class, spaces, config, state) to ``export_dir`` as JSON and

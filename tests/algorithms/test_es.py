@@ -31,7 +31,7 @@ def test_every_worker_and_the_driver_hold_the_same_parameters(trainer_class, ext
             workers = trainer.workers.call_remote("apply", flat_state)
             for theirs in workers:
                 np.testing.assert_array_equal(theirs, driver)
-        stats = trainer.get_policy().obs_stats
+        stats = trainer.get_policy().observation_filter.running
     assert not np.array_equal(before, driver)
     # every step of the perturbed episodes, on every process, counted once
     assert 0 < stats.count <= result["timesteps_total"]
@@ -54,7 +54,8 @@ def test_checkpoint_holds_parameters_statistics_and_adam_not_the_noise(tmp_path)
         restored.restore(path)
         policy = restored.get_policy()
         np.testing.assert_array_equal(policy.get_flat(), theta)
-        assert policy.obs_stats.count == saved["obs_stats"]["count"] > 0
+        running = policy.observation_filter.running
+        assert running.count == saved["observation_filter"]["running"]["count"] > 0
         assert policy.flat_adam.t == 1
         restored.train()
         # the same iteration from the same state: the same parameters

@@ -44,6 +44,9 @@ class Echo:
     def batch(self, rows: int) -> dict:
         return {"obs": np.arange(rows * 4, dtype=np.float32).reshape(rows, 4)}
 
+    def vector(self, size: int) -> np.ndarray:
+        return np.full(size, float(self.base))
+
     def sleep(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds
@@ -110,6 +113,19 @@ def main() -> None:
         assert got["lr"] == 0.1 and got["ids"] == [1, 2] and got["table"].tolist() == [0, 1, 2]
     backend.broadcast(actors, "set_note", {"lr": 0.2})  # no arrays: a message of bytes
     assert backend.get(backend.call(actors, "get_note")) == [{"lr": 0.2}] * workers
+
+    # reduce: the actors' arrays combined in one Reduce; ranks not asked add the identity
+    assert backend.reduce(actors, "vector", np.add, np.zeros(3), 3).tolist() == [10.0 * workers] * 3
+    assert backend.reduce(actors[:1], "vector", np.maximum, np.zeros(2), 2).tolist() == [10.0] * 2
+    # a rank that fails is left out of the result and named in the error, as is a wrong shape
+    for method, args, message in (("fail", (), "worker failure"), ("vector", (5,), "shape (5,)")):
+        try:
+            backend.reduce(actors, method, np.add, np.zeros(3), *args)
+        except RemoteError as err:
+            assert f"({method})" in str(err) and message in str(err), err
+        else:
+            raise AssertionError(f"the failed reduce of {method} was not raised")
+    assert backend.get(backend.call(actors, "add", 0)) == [10] * workers
 
     # worker ranks leave SIGTERM and SIGUSR1 (Slurm's warnings) to the driver
     for pid in backend.get(backend.call(actors, "pid")):
