@@ -24,6 +24,13 @@ Settings given as flags override the same settings in the -f file; --config
 is merged over the file's config. Training stops when any stop criterion is
 reached (result[key] >= value).
 
+A file with several experiments, or with search spaces in a config
+({grid_search: [...]}), num_samples > 1 or max_failures, runs them all as
+one hpcrl.tune run (so do --max-concurrent-trials and --trial-executor):
+trials in processes of their own (as many at once as cores), flags applied
+to every experiment, a table of trials on stderr; --resume continues its
+unfinished trials.
+
 On SIGTERM or SIGUSR1 the current iteration finishes, a checkpoint is
 written, and hpcrl exits with code 75 (EX_TEMPFAIL); the same command with
 --resume continues from the newest complete checkpoint.
@@ -131,7 +138,6 @@ def _add_checkpoint_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--checkpoint-freq",
         type=int,
-        default=0,
         metavar="N",
         help="write a checkpoint every N iterations (default: 0, never)",
     )
@@ -154,6 +160,18 @@ def _add_checkpoint_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--trial-name", help="trial directory name (default: <run>_<env>_<date>_<time>)"
     )
+    train.add_argument(
+        "--max-concurrent-trials",
+        type=int,
+        metavar="N",
+        help="run through hpcrl.tune (see below), at most N trials at once (default: one per core)",
+    )
+    train.add_argument(
+        "--trial-executor",
+        metavar="NAME",
+        help="run through hpcrl.tune (see below), trials on: local (processes here, the "
+        "default), dask or slurm",
+    )
 
 
 def _parse_json(text: str | None, flag: str) -> dict[str, Any]:
@@ -170,12 +188,15 @@ def _parse_json(text: str | None, flag: str) -> dict[str, Any]:
     return value
 
 
-def load_experiment_file(path: str) -> tuple[str, dict[str, Any]]:
-    """``(name, spec)`` of the single experiment in a YAML file.
+def load_experiment_file(path: str) -> dict[str, dict[str, Any]]:
+    """Every experiment in a YAML file, in order: name -> settings.
 
-    The file maps an experiment name to ``run``, ``env``, ``stop`` and ``config``
+    The file maps experiment names to ``run``, ``env``, ``stop`` and ``config``
     (RLlib's tuned-example format: its config keys are read in ``merge_config``, its
-    newer stop keys here, see ``hpcrl.algorithms.rllib_compat``)::
+    newer stop keys here, see ``hpcrl.algorithms.rllib_compat``), optionally
+    ``num_samples``, ``checkpoint_freq``, ``checkpoint_at_end``,
+    ``keep_checkpoints_num``, ``max_failures`` and ``local_dir``; a config may
+    hold search spaces (``lr: {grid_search: [0.01, 0.001]}``)::
 
         cartpole-ppo:
           run: PPO
@@ -185,6 +206,8 @@ def load_experiment_file(path: str) -> tuple[str, dict[str, Any]]:
     """
     import yaml
 
+    from hpcrl.tune.runner import EXPERIMENT_KEYS
+
     try:
         with open(path) as f:
             data = yaml.safe_load(f)
@@ -192,34 +215,49 @@ def load_experiment_file(path: str) -> tuple[str, dict[str, Any]]:
         raise UsageError(f"cannot read experiment file {path!r}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise UsageError(f"experiment file {path!r} is not valid YAML: {err}") from None
-    if not isinstance(data, dict) or len(data) != 1:
+    if not isinstance(data, dict) or not data:
         raise UsageError(
-            f"experiment file {path!r} must map one experiment name to its settings "
+            f"experiment file {path!r} must map experiment names to their settings "
             "(run, env, stop, config)"
         )
-    ((name, spec),) = data.items()
-    if not isinstance(spec, dict):
-        raise UsageError(f"experiment {name!r} in {path!r} must be a mapping")
-    allowed = {"run", "env", "stop", "config"}
-    unknown = set(spec) - allowed
-    if unknown:
-        raise UsageError(
-            f"unknown setting(s) {sorted(unknown)} in experiment {name!r}; "
-            f"expected {sorted(allowed)}"
-        )
-    if isinstance(spec.get("stop"), dict):  # RLlib's files may name newer result keys
-        try:
-            spec = {**spec, "stop": from_rllib_stop(spec["stop"])}
-        except ValueError as err:
-            raise UsageError(f"experiment {name!r} in {path!r}: {err}") from None
-    return str(name), spec
+    experiments = {}
+    for name, spec in data.items():
+        if not isinstance(spec, dict):
+            raise UsageError(f"experiment {name!r} in {path!r} must be a mapping")
+        unknown = set(spec) - set(EXPERIMENT_KEYS)
+        if unknown:
+            raise UsageError(
+                f"unknown setting(s) {sorted(unknown)} in experiment {name!r}; "
+                f"expected some of {list(EXPERIMENT_KEYS)}"
+            )
+        if isinstance(spec.get("stop"), dict):  # RLlib's files may name newer result keys
+            try:
+                spec = {**spec, "stop": from_rllib_stop(spec["stop"])}
+            except ValueError as err:
+                raise UsageError(f"experiment {name!r} in {path!r}: {err}") from None
+        experiments[str(name)] = spec
+    return experiments
+
+
+def _file_experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The -f file's experiments, or one experiment of flags alone named "default"."""
+    return load_experiment_file(args.config_file) if args.config_file else {"default": {}}
 
 
 def resolve_train_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge the -f file and the flags into run, config, stop, name, local_dir."""
-    name, spec = ("default", {})
-    if args.config_file:
-        name, spec = load_experiment_file(args.config_file)
+    """Merge the -f file's single experiment and the flags into run, config, stop,
+    name, local_dir (and num_samples, checkpoint_freq, checkpoint_at_end, max_failures)."""
+    experiments = _file_experiments(args)
+    if len(experiments) != 1:
+        raise UsageError(f"{args.config_file!r} has {len(experiments)} experiments, not one")
+    ((name, spec),) = experiments.items()
+    return resolve_experiment(args, name, spec)
+
+
+def resolve_experiment(args: argparse.Namespace, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """One experiment of the -f file with the flags merged over it."""
+    from hpcrl.tune.stopping import DEFAULT_STOP
+
     config = dict(spec.get("config") or {})
     config.update(_parse_json(args.config, "--config"))
     stop = dict(spec.get("stop") or {})
@@ -232,8 +270,10 @@ def resolve_train_args(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("no env: give --env (e.g. --env CartPole-v1) or 'env' in the -f file")
     if env:  # offline algorithms read config["input"] and may have no env
         config["env"] = env
-    if args.keep_checkpoints_num is not None:
-        config["keep_checkpoints_num"] = args.keep_checkpoints_num
+    keep = args.keep_checkpoints_num
+    keep = keep if keep is not None else spec.get("keep_checkpoints_num")
+    if keep is not None:
+        config["keep_checkpoints_num"] = keep
     if args.dask_address is not None:
         if args.backend not in (None, "dask"):
             raise UsageError(
@@ -246,12 +286,17 @@ def resolve_train_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             config[key] = value
+    freq = args.checkpoint_freq
     return {
         "run": run,
         "config": config,
-        "stop": stop or {"timesteps_total": 1_000_000},
+        "stop": stop or dict(DEFAULT_STOP),
         "name": args.name or name,
-        "local_dir": args.local_dir or os.path.join("~", "hpcrl_results"),
+        "local_dir": args.local_dir or spec.get("local_dir") or os.path.join("~", "hpcrl_results"),
+        "num_samples": spec.get("num_samples", 1),
+        "checkpoint_freq": freq if freq is not None else spec.get("checkpoint_freq", 0),
+        "checkpoint_at_end": args.checkpoint_at_end or spec.get("checkpoint_at_end", False),
+        "max_failures": spec.get("max_failures", 0),
     }
 
 
@@ -268,8 +313,22 @@ def _summary_line(result: dict[str, Any], trial_dir: str) -> str:
 def train_command(args: argparse.Namespace) -> int:
     from hpcrl.tune.experiment import Experiment, StopCriterionError
     from hpcrl.tune.preemption import EXIT_PREEMPTED, TrialPreempted
+    from hpcrl.tune.search import has_spaces
 
-    settings = resolve_train_args(args)
+    experiments = [
+        resolve_experiment(args, name, spec) for name, spec in _file_experiments(args).items()
+    ]
+    tune_flags = args.max_concurrent_trials is not None or args.trial_executor is not None
+    if (
+        tune_flags
+        or len(experiments) > 1
+        or any(
+            has_spaces(e["config"]) or e["num_samples"] != 1 or e["max_failures"]
+            for e in experiments
+        )
+    ):
+        return train_experiments(args, experiments)
+    [settings] = experiments
     try:
         experiment = Experiment(
             settings["run"],
@@ -280,8 +339,8 @@ def train_command(args: argparse.Namespace) -> int:
             verbose=0 if args.quiet else 1,
             on_result=_result_printer(args.verbose),
             trial_name=args.trial_name,
-            checkpoint_freq=args.checkpoint_freq,
-            checkpoint_at_end=args.checkpoint_at_end,
+            checkpoint_freq=settings["checkpoint_freq"],
+            checkpoint_at_end=settings["checkpoint_at_end"],
             resume=args.resume,
         )
     except (ValueError, TypeError, ImportError, ConnectionError) as err:
@@ -305,6 +364,51 @@ def train_command(args: argparse.Namespace) -> int:
         )
         return EXIT_PREEMPTED
     print(f"done: {_summary_line(result, experiment.trial_dir)}")
+    return 0
+
+
+def train_experiments(args: argparse.Namespace, experiments: list[dict[str, Any]]) -> int:
+    """Run several experiments (or one with search spaces) as one ``hpcrl.tune`` run."""
+    from hpcrl import tune
+    from hpcrl.tune.preemption import EXIT_PREEMPTED
+
+    if args.trial_name:
+        raise UsageError("--trial-name names the single trial of an experiment without search")
+    if args.name and len(experiments) > 1:
+        raise UsageError(f"--name renames one experiment; the file has {len(experiments)}")
+    settings = {
+        e["name"]: {key: value for key, value in e.items() if key != "name"} for e in experiments
+    }
+    try:
+        analysis = tune.run_experiments(
+            settings,
+            resume=args.resume,
+            verbose=0 if args.quiet else 1 + min(args.verbose, 1),
+            max_concurrent_trials=args.max_concurrent_trials,
+            trial_executor=args.trial_executor or "local",
+            raise_on_failed_trial=False,
+        )
+    except tune.ExperimentPreempted as preempted:
+        print(
+            f"hpcrl: {preempted}; exiting with code {EXIT_PREEMPTED}: run the same command "
+            "with --resume to continue",
+            file=sys.stderr,
+        )
+        return EXIT_PREEMPTED
+    except (ValueError, TypeError, ImportError, ConnectionError) as err:
+        raise UsageError(str(err)) from err
+    failed = []
+    for trial in analysis.trials:
+        if trial.status == "TERMINATED" and trial.last_result:
+            print(f"done: {trial.trial_id}: {_summary_line(trial.last_result, trial.logdir)}")
+        else:
+            failed.append(trial)
+            print(f"{trial.status}: {trial.trial_id}: see {trial.error_file or trial.logdir}")
+    if failed:
+        print(
+            f"hpcrl: error: {len(failed)} of {len(analysis.trials)} trials failed", file=sys.stderr
+        )
+        return 1
     return 0
 
 

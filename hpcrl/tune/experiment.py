@@ -3,75 +3,33 @@
 from __future__ import annotations
 
 import datetime
-import math
 import os
-import re
 import warnings
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from hpcrl.algorithms.config import unknown_key_message
 from hpcrl.algorithms.registry import get_trainer_class
 from hpcrl.algorithms.trainer import RESULT_KEYS
-from hpcrl.tune.logger import ResultLogger, flatten_result, write_json
+from hpcrl.tune.logger import ResultLogger, write_json
 from hpcrl.tune.preemption import PreemptionWatch, TrialPreempted
 from hpcrl.tune.progress import StatusReporter
+from hpcrl.tune.stopping import (
+    EVALUATION_PREFIX,
+    StopCriterionError,
+    check_stop_criteria,
+    should_stop,
+)
 from hpcrl.tune.trial_files import (
+    DEFAULT_LOCAL_DIR,
     config_changes,
     find_trial,
     read_trial_state,
+    trial_prefix,
     truncate_results,
     write_trial_state,
 )
 
-DEFAULT_LOCAL_DIR = os.path.join("~", "hpcrl_results")
-# Stop keys on Trainer.evaluate's figures.
-EVALUATION_PREFIX = "evaluation/"
-
-
-def check_stop_criteria(stop: dict[str, Any]) -> dict[str, float]:
-    """Stop criteria as floats; top-level keys must be numeric result keys.
-
-    Keys with a ``/`` (``info/learner/...``) are checked against the first result.
-    """
-    checked = {}
-    for key, value in stop.items():
-        if "/" not in key and key not in RESULT_KEYS:
-            raise ValueError(unknown_key_message("stop key", key, RESULT_KEYS))
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"stop value for {key!r} must be a number, got {value!r}")
-        checked[key] = float(value)
-    return checked
-
-
-class StopCriterionError(ValueError):
-    """A stop criterion names a key the results do not have."""
-
-
-def should_stop(result: dict[str, Any], stop: dict[str, float]) -> str | None:
-    """The first criterion reached (``result[key] >= value``), or None.
-
-    ``evaluation/...`` keys count only in results with an evaluation (every
-    ``evaluation_interval`` iterations)."""
-    flat = flatten_result(result)
-    for key, target in stop.items():
-        if key.startswith(EVALUATION_PREFIX) and "evaluation" not in result:
-            continue
-        if key not in flat:
-            raise StopCriterionError(unknown_key_message("stop key", key, flat))
-        value = flat[key]
-        if isinstance(value, (int, float)) and math.isfinite(value) and value >= target:
-            return key
-    return None
-
-
-def trial_prefix(run: str, env: Any) -> str:
-    """The start of the default trial directory names of ``run`` on ``env``."""
-    if env is None:
-        env_name = "offline"
-    else:
-        env_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", env if isinstance(env, str) else "custom_env")
-    return f"{run}_{env_name}_"
+__all__ = ["DEFAULT_LOCAL_DIR", "Experiment", "StopCriterionError", "should_stop", "trial_prefix"]
 
 
 def _stamp() -> str:
@@ -124,7 +82,7 @@ class Experiment:
         resume: bool = False,
     ) -> None:
         trainer_class = get_trainer_class(run)
-        self.stop = check_stop_criteria(stop)
+        self.stop = check_stop_criteria(stop, RESULT_KEYS)
         if not self.stop:
             raise ValueError("no stop criteria: give at least one, e.g. {'timesteps_total': 1e5}")
         if isinstance(checkpoint_freq, bool) or not isinstance(checkpoint_freq, int):

@@ -59,7 +59,9 @@ class ResultLogger:
             for k, v in flat.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
-        self._tensorboard.add_scalars(scalars, int(result.get("timesteps_total", 0)))
+        # A function trial may report no timesteps: its iterations are the steps then.
+        step = result.get("timesteps_total", result.get("training_iteration", 0))
+        self._tensorboard.add_scalars(scalars, int(step))
 
     def close(self) -> None:
         self._json.close()

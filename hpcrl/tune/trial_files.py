@@ -7,10 +7,12 @@ import datetime
 import io
 import json
 import os
+import re
 from typing import Any
 
 from hpcrl.io.json_values import json_safe
 
+DEFAULT_LOCAL_DIR = os.path.join("~", "hpcrl_results")
 TRIAL_STATE = "trial_state.json"
 # Keys of the last result kept in trial_state.json (what a summary line needs).
 _SUMMARY_KEYS = (
@@ -20,6 +22,15 @@ _SUMMARY_KEYS = (
     "episode_reward_mean",
     "stopped_by",
 )
+
+
+def trial_prefix(run: str, env: Any) -> str:
+    """The start of the default trial directory names of ``run`` on ``env``."""
+    if env is None:
+        env_name = "offline"
+    else:
+        env_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", env if isinstance(env, str) else "custom_env")
+    return f"{run}_{env_name}_"
 
 
 def write_trial_state(
@@ -35,7 +46,7 @@ def write_trial_state(
         if result
         else None,
     }
-    _rewrite(os.path.join(trial_dir, TRIAL_STATE), json.dumps(state, indent=2, sort_keys=True))
+    rewrite_file(os.path.join(trial_dir, TRIAL_STATE), json.dumps(state, indent=2, sort_keys=True))
 
 
 def read_trial_state(trial_dir: str) -> dict[str, Any]:
@@ -85,7 +96,7 @@ def truncate_results(trial_dir: str, iteration: int) -> None:
         with open(path) as f:
             lines = [line for line in f if line.strip()]
         kept = [line for line in lines if _iteration(json.loads(line)) <= iteration]
-        _rewrite(path, "".join(kept))
+        rewrite_file(path, "".join(kept))
     path = os.path.join(trial_dir, "progress.csv")
     if os.path.exists(path):
         with open(path, newline="") as f:
@@ -97,14 +108,14 @@ def truncate_results(trial_dir: str, iteration: int) -> None:
                 kept_rows = []  # a fresh start writes the header again
             text = io.StringIO(newline="")
             csv.writer(text).writerows(kept_rows)
-            _rewrite(path, text.getvalue())
+            rewrite_file(path, text.getvalue())
 
 
 def _iteration(result: dict[str, Any]) -> int:
     return int(result.get("training_iteration", 0))
 
 
-def _rewrite(path: str, text: str) -> None:
+def rewrite_file(path: str, text: str) -> None:
     """Replace the file at ``path`` with ``text`` at once (written beside it first)."""
     with open(path + ".tmp", "w", newline="") as f:
         f.write(text)
