@@ -44,6 +44,9 @@ COMMON_CONFIG: dict[str, Any] = {
     "explore": True,
     # Clip continuous actions to the action space bounds before stepping the env.
     "clip_actions": True,
+    # RLlib's key: policies act in [-1, 1] and a bounded Box's actions are rescaled to the
+    # env's range (hpcrl.env.action_normalization); Discrete and unbounded spaces unchanged.
+    "normalize_actions": False,
     # Clip the rewards the policies learn from (episode_reward_mean keeps the env's own):
     # None: to their sign for Atari ids with deepmind preprocessing, else not; True: to
     # their sign; a number c: to [-c, c]; False: never.
@@ -119,6 +122,15 @@ COMMON_CONFIG: dict[str, Any] = {
     "recreate_failed_workers": True,
     # Worker restarts allowed over the whole run, all workers together.
     "max_worker_restarts": 100,
+    # --- failing envs (hpcrl.env.failures) ---
+    # A sub-env that raises in step() or reset() (or exceeds env_step_timeout_s): True
+    # rebuilds it, drops the episode it was playing and goes on (results count
+    # num_env_restarts); False stops the run with an error naming the worker, the
+    # sub-env, the env and the step, with the env's traceback.
+    "recreate_failed_envs": False,
+    # Seconds one sub-env's step() or reset() may take before it counts as failed
+    # (None: no limit). Set, the sub-envs are stepped in a thread the worker watches.
+    "env_step_timeout_s": None,
     # --- data-parallel learners (hpcrl.learners) ---
     # Learner processes doing data-parallel SGD over torch.distributed; above 1, or
     # with GPUs, the synchronous algorithms (PG, A2C, PPO, BC) learn on them.

@@ -246,6 +246,9 @@ def _single_env(worker: Any) -> Any:
             env = gym.make(creator, **config["env_config"])
         else:
             env = creator(context)
+        from hpcrl.env.action_normalization import normalize_env_actions
+
+        env = normalize_env_actions(env, bool(config.get("normalize_actions", False)))
         worker._es_env = env
     return env
 

@@ -116,6 +116,7 @@ RENAMED_KEYS: dict[str, str] = {
     "num_gpus_per_learner_worker": "num_gpus_per_learner",
     "Q_model": "q_model_config",
     "policy_model": "policy_model_config",
+    "restart_failed_sub_environments": "recreate_failed_envs",
 }
 # Per learner in RLlib's new stack; hpcrl's keys count all learners together.
 PER_LEARNER_KEYS: dict[str, str] = {

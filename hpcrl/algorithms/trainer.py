@@ -37,6 +37,7 @@ RESULT_KEYS = (
     "timesteps_per_s",
     "num_healthy_workers",
     "num_worker_restarts",
+    "num_env_restarts",
 )
 
 
@@ -200,6 +201,7 @@ class Trainer:
             "timesteps_per_s": sampled / elapsed if elapsed > 0 else float("nan"),
             "num_healthy_workers": self.workers.num_healthy_workers(),
             "num_worker_restarts": self.workers.num_worker_restarts,
+            "num_env_restarts": self._metrics.env_restarts,
             "info": self.optimizer.stats(),
         }
         interval = self.config["evaluation_interval"]

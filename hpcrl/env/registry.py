@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -11,10 +12,13 @@ import gymnasium as gym
 
 from hpcrl.env.atari import (
     is_atari_env_id,
+    make_atari_env,
     make_atari_vector_env,
     registered_atari_id,
     require_ale,
 )
+from hpcrl.env.failures import FailurePolicy
+from hpcrl.env.guarded_vector_env import GuardedVectorEnv
 from hpcrl.env.multi_agent_env import MultiAgentEnv
 
 EnvCreator = Callable[["EnvContext"], Any]
@@ -166,6 +170,7 @@ def make_worker_envs(
     *,
     preprocessor_pref: str | None = "deepmind",
     atari_preprocessing: dict[str, Any] | None = None,
+    failures: FailurePolicy | None = None,
 ) -> gym.vector.VectorEnv | list[MultiAgentEnv]:
     """A rollout worker's envs: a gymnasium VectorEnv of ``num_envs`` copies of a
     single-agent env (``make_vector_env``), or a list of ``num_envs`` copies of a
@@ -173,10 +178,29 @@ def make_worker_envs(
 
     ``preprocessor_pref`` and ``atari_preprocessing`` (the config keys) apply to
     Atari ids only (``hpcrl.env.atari``).
+
+    With ``failures`` that catch sub-env failures (``recreate_failed_envs``,
+    ``env_step_timeout_s``), a single-agent env is a ``GuardedVectorEnv``, whose
+    copies hpcrl calls and rebuilds one by one: ``"auto"`` then makes the copies one
+    by one even where the env has a batched implementation (CartPole's vector entry
+    point, ale-py's AtariVectorEnv), and ``"vector_entry_point"``, ``"async"`` or a
+    creator returning a VectorEnv are errors (those step their copies together, and
+    cannot rebuild one). Multi-agent copies are guarded by their sampler.
     """
     _check_counts(num_envs, vectorization_mode)
     creator = resolve_env_creator(env)
+    guarded = failures if failures is not None and failures.guarded else None
     if isinstance(creator, str):
+        if guarded is not None:
+            return _guarded_gym_vector_env(
+                creator,
+                num_envs,
+                dict(context),
+                vectorization_mode,
+                preprocessor_pref,
+                atari_preprocessing,
+                guarded,
+            )
         return _make_gym_vector_env(
             creator,
             num_envs,
@@ -188,11 +212,21 @@ def make_worker_envs(
     first = creator(context)
     multi_agent = as_multi_agent_env(first)
     if multi_agent is None:
-        return _vectorize(creator, first, num_envs, context, vectorization_mode)
+        return _vectorize(creator, first, num_envs, context, vectorization_mode, guarded)
     copies = [multi_agent]
     for index in range(1, num_envs):
         copies.append(as_multi_agent_env(creator(context.copy_with(vector_index=index))))
     return copies
+
+
+def make_multi_agent_copy(env: str | EnvCreator, context: EnvContext, index: int) -> MultiAgentEnv:
+    """Copy ``index`` of a multi-agent env, made as ``make_worker_envs`` makes it (to
+    rebuild one that failed)."""
+    creator = resolve_env_creator(env)
+    made = as_multi_agent_env(creator(context.copy_with(vector_index=index)))
+    if made is None:
+        raise TypeError(f"the creator of the multi-agent env {env!r} returned a single-agent env")
+    return made
 
 
 def as_multi_agent_env(env: Any) -> MultiAgentEnv | None:
@@ -254,9 +288,20 @@ def _check_counts(num_envs: int, vectorization_mode: str) -> None:
 
 
 def _vectorize(
-    creator: EnvCreator, first: Any, num_envs: int, context: EnvContext, vectorization_mode: str
+    creator: EnvCreator,
+    first: Any,
+    num_envs: int,
+    context: EnvContext,
+    vectorization_mode: str,
+    guarded: FailurePolicy | None = None,
 ) -> gym.vector.VectorEnv:
     if isinstance(first, gym.vector.VectorEnv):
+        if guarded is not None:
+            raise ValueError(
+                f"{_GUARD_KEYS} need copies that hpcrl calls one by one, but the env "
+                f"creator returns a {type(first).__name__}, which steps its copies together; "
+                "return a single gymnasium Env from the creator, or leave both keys unset"
+            )
         if first.num_envs != num_envs:
             raise ValueError(
                 f"the env creator returned a VectorEnv with {first.num_envs} envs but "
@@ -276,6 +321,11 @@ def _vectorize(
         return lambda: creator(context.copy_with(vector_index=index))
 
     fns = [factory(i) for i in range(num_envs)]
+    if guarded is not None:
+        if vectorization_mode in ("vector_entry_point", "async"):
+            first.close()
+            _check_guarded_mode(vectorization_mode)  # raises, naming the fix
+        return GuardedVectorEnv(fns, guarded)
     if vectorization_mode == "async":
         first.close()
         made.clear()
@@ -301,3 +351,40 @@ def _make_gym_vector_env(
     if mode == "vector_entry_point" and spec.vector_entry_point is None:
         raise ValueError(f"env {env_id!r} has no vector_entry_point; use 'sync' or 'async'")
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **kwargs)
+
+
+_GUARD_KEYS = "recreate_failed_envs and env_step_timeout_s"
+
+
+def _check_guarded_mode(mode: str) -> None:
+    why = {
+        "vector_entry_point": "steps all copies in one call",
+        "async": "(gymnasium's AsyncVectorEnv) cannot rebuild one of its subprocesses",
+    }.get(mode)
+    if why is not None:
+        raise ValueError(
+            f"{_GUARD_KEYS} need copies that hpcrl calls and rebuilds one by one, but "
+            f"vectorization_mode={mode!r} {why}; use 'sync' or 'auto' (which then makes the "
+            "copies one by one), or leave both keys unset"
+        )
+
+
+def _guarded_gym_vector_env(
+    env_id: str,
+    num_envs: int,
+    kwargs: dict[str, Any],
+    mode: str,
+    preprocessor_pref: str | None,
+    atari_preprocessing: dict[str, Any] | None,
+    failures: FailurePolicy,
+) -> GuardedVectorEnv:
+    """``num_envs`` copies of a gymnasium id, each made by ``gym.make`` (Atari ids: by
+    ``make_atari_env``, gymnasium's preprocessing wrappers) and guarded."""
+    _check_guarded_mode(mode)
+    if is_atari_env_id(env_id):
+        make_one = functools.partial(
+            make_atari_env, env_id, kwargs, preprocessor_pref, atari_preprocessing
+        )
+    else:
+        make_one = functools.partial(gym.make, env_id, **kwargs)
+    return GuardedVectorEnv([make_one] * num_envs, failures)

@@ -55,6 +55,14 @@ class FragmentBuffer:
         self._keep(carry)
         return out
 
+    def invalidate(self, key: str, envs: np.ndarray, values: np.ndarray) -> None:
+        """Mark not valid the rows of each env in ``envs`` (a mask) whose ``key``
+        column holds that env's entry of ``values``."""
+        if self.size == 0 or key not in self.columns:
+            return
+        matching = self.columns[key][: self.size, envs] == values[envs]
+        self.valid[: self.size, envs] &= ~matching
+
     def _keep(self, carry: np.ndarray) -> None:
         steps_with_carry = np.flatnonzero(carry.any(axis=1))
         if len(steps_with_carry) == 0:

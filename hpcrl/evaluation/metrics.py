@@ -28,6 +28,11 @@ class EpisodeStats:
             self.returns[done] = 0.0
             self.lengths[done] = 0
 
+    def drop(self, envs: np.ndarray) -> None:
+        """Forget the running episodes of ``envs`` (a mask), uncounted."""
+        self.returns[envs] = 0.0
+        self.lengths[envs] = 0
+
     def get_state(self) -> dict[str, Any]:
         """Running and completed (not yet popped) episodes, for checkpoints."""
         returns, lengths = self.pop_completed()
@@ -72,6 +77,8 @@ class MetricsWindow:
         self.lengths: deque[int] = deque(maxlen=size)
         self.policy_returns: dict[str, deque[float]] = {}
         self.episodes_total = 0
+        # Sub-envs rebuilt after a failure, over the whole run (recreate_failed_envs).
+        self.env_restarts = 0
 
     def add(self, worker_metrics: Iterable[dict[str, Any]]) -> int:
         """Add the ``get_metrics()`` results of workers; returns episodes added."""
@@ -83,6 +90,7 @@ class MetricsWindow:
                 window = self.policy_returns.setdefault(pid, deque(maxlen=self.size))
                 window.extend(float(r) for r in returns)
             added += len(metrics["episode_returns"])
+            self.env_restarts += int(metrics.get("num_env_restarts", 0))
         self.episodes_total += added
         return added
 
@@ -96,6 +104,7 @@ class MetricsWindow:
                 for pid, window in self.policy_returns.items()
             },
             "episodes_total": self.episodes_total,
+            "env_restarts": self.env_restarts,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -108,6 +117,7 @@ class MetricsWindow:
             for pid, returns in state.get("policy_returns", {}).items()
         }
         self.episodes_total = int(state["episodes_total"])
+        self.env_restarts = int(state.get("env_restarts", 0))
 
     def summary(self) -> dict[str, Any]:
         """Episode return and length summaries; with several agents, also

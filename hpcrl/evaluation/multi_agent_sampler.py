@@ -25,6 +25,14 @@ them, and each final observation of an agent's episode, before they are
 stored; each counts once in its statistics. A fragment cut while an agent
 waits to act stores its next observation filtered without counting it: it
 counts when the agent acts on it in the next fragment.
+
+A failing env copy (``hpcrl.env.failures``) stops sampling with an ``EnvError``
+naming it; with a ``GuardedEnvs`` that rebuilds failing copies
+(``recreate_failed_envs``) the episode the copy was playing is dropped, as the
+single-agent sampler drops it (see ``hpcrl.evaluation.sampler``): its returns
+are not counted and its rows still held here are discarded; the rebuilt copy
+starts a new episode at once. (The env steps it took still count in the
+``env_steps`` of a ``truncate_episodes`` batch: they were sampled.)
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hpcrl.env.failures import CallFailure, EnvCall, FailurePolicy, GuardedEnvs
 from hpcrl.env.multi_agent_env import ALL_AGENTS, MultiAgentEnv
 from hpcrl.evaluation.reward_clipping import RewardClip
 from hpcrl.evaluation.sampler import NO_INFO
@@ -110,6 +119,7 @@ class _PolicyRows:
             ("terminated", bool, False),
             ("truncated", bool, False),
             ("closed", bool, False),
+            ("dropped", bool, False),
             ("next_row", np.int64, -1),
         )
         for name, dtype, fill in fields:
@@ -134,11 +144,18 @@ class _PolicyRows:
         self.truncated[row] = truncated
         self.final_obs[row] = None if obs is None else obs
 
+    def drop_episode(self, episode_id: int) -> None:
+        """Discard the rows of episode ``episode_id`` at the next ``take``."""
+        if self.count:
+            eps = np.concatenate([b[SampleBatch.EPS_ID] for b in self.blocks])
+            self.dropped[: self.count] |= eps == episode_id
+
     def take(self, emit: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The columns of the rows where ``emit`` is set, with ``new_obs``, rewards and
-        flags; the other rows stay. Returns (columns, new row number of each old row,
-        -1 for rows emitted)."""
+        flags; the other rows stay, but for dropped ones. Returns (columns, new row
+        number of each old row, -1 for rows emitted or dropped)."""
         n = self.count
+        emit = emit[:n] & ~self.dropped[:n]
         keys = self.blocks[0].keys()
         columns = {k: np.concatenate([b[k] for b in self.blocks]) for k in keys}
         obs = columns[SampleBatch.OBS]
@@ -156,9 +173,9 @@ class _PolicyRows:
         for row, info in self.infos.items():
             infos[row] = info
         columns[SampleBatch.INFOS] = infos
-        rows = np.flatnonzero(emit[:n])
+        rows = np.flatnonzero(emit)
         out = {k: v[rows] for k, v in columns.items()}
-        keep = np.flatnonzero(~emit[:n])
+        keep = np.flatnonzero(~emit & ~self.dropped[:n])
         renumber = np.full(n, -1, dtype=np.int64)
         renumber[keep] = np.arange(len(keep))
         self._keep(columns, keep, renumber)
@@ -169,7 +186,7 @@ class _PolicyRows:
         derived += (SampleBatch.TRUNCATEDS, SampleBatch.INFOS)
         arrays = {
             name: getattr(self, name)[keep].copy()
-            for name in ("rewards", "terminated", "truncated", "closed", "next_row")
+            for name in ("rewards", "terminated", "truncated", "closed", "dropped", "next_row")
         }
         final_obs = {int(renumber[r]): o for r, o in self.final_obs.items() if renumber[r] >= 0}
         infos = {int(renumber[r]): i for r, i in self.infos.items() if renumber[r] >= 0}
@@ -192,7 +209,7 @@ class _PolicyRows:
             "columns": {k: np.concatenate([b[k] for b in self.blocks]) for k in keys},
             "arrays": {
                 name: getattr(self, name)[:n].copy()
-                for name in ("rewards", "terminated", "truncated", "closed", "next_row")
+                for name in ("rewards", "terminated", "truncated", "closed", "dropped", "next_row")
             },
             "final_rows": np.array(sorted(self.final_obs), dtype=np.int64),
             "final_obs": [self.final_obs[r] for r in sorted(self.final_obs)],
@@ -232,6 +249,10 @@ class MultiAgentSampler:
             returns keep the env's own. None: no clipping.
         update_filter: count the observations in the policies' observation filters
             (False: normalise with them as they are, e.g. to evaluate).
+        failures: names the worker and env in an ``EnvError``.
+        guard: calls the env copies (``envs``, the same list) with each one's failure
+            caught, rebuilding failing ones or raising; None: the copies are called
+            directly and a failure is an ``EnvError``.
     """
 
     def __init__(
@@ -248,8 +269,13 @@ class MultiAgentSampler:
         first_episode_id: int,
         clip_rewards: RewardClip | None = None,
         update_filter: bool = True,
+        *,
+        failures: FailurePolicy | None = None,
+        guard: GuardedEnvs | None = None,
     ) -> None:
         self.envs = envs
+        self._failures = failures or FailurePolicy()
+        self._guard = guard
         self.policy_map = policy_map
         self.worker = worker
         self.fragment_length = fragment_length
@@ -298,7 +324,16 @@ class MultiAgentSampler:
         self.started = True
 
     def _reset(self, e: int, seed: int | None) -> None:
-        obs, infos = self.envs[e].reset(seed=seed)
+        if self._guard is not None:
+            [(obs, _)], _ = self._guard.call([EnvCall(e, "reset", kwargs={"seed": seed})])
+        else:
+            try:
+                obs, _ = self.envs[e].reset(seed=seed)
+            except Exception as err:
+                raise self._failures.error(e, "reset", CallFailure.of(err)) from None
+        self._begin_episode(e, obs)
+
+    def _begin_episode(self, e: int, obs: dict) -> None:
         self._obs[e] = dict(obs)
         self._agents[e] = {}
         self._episodes[e] = Episode(self.next_episode_id, e, self.worker)
@@ -358,9 +393,37 @@ class MultiAgentSampler:
         self.agent_steps_sampled += acted
         self.steps_sampled += len(self.envs)
         self._pending_env_steps += len(self.envs)
-        for e, env in enumerate(self.envs):
-            self._record(e, *env.step(actions[e]))
+        if self._guard is not None:
+            self._step_guarded(actions)
+        else:
+            for e, env in enumerate(self.envs):
+                try:
+                    outcome = env.step(actions[e])
+                except Exception as err:
+                    failure, steps = CallFailure.of(err), self._episodes[e].length
+                    raise self._failures.error(e, "step", failure, steps=steps) from None
+                self._record(e, *outcome)
         return acted if self.count_agent_steps else len(self.envs)
+
+    def _step_guarded(self, actions: list[dict[Any, Any]]) -> None:
+        calls = [
+            EnvCall(e, "step", (actions[e],), None, self._episodes[e].length)
+            for e in range(len(self.envs))
+        ]
+        outcomes, rebuilt = self._guard.call(calls)
+        for e, outcome in enumerate(outcomes):
+            if rebuilt is not None and rebuilt[e]:
+                self._drop_episode(e)
+                obs, _ = outcome
+                self._begin_episode(e, obs)
+            else:
+                self._record(e, *outcome)
+
+    def _drop_episode(self, e: int) -> None:
+        """Forget env copy ``e``'s running episode: its rows, returns and length."""
+        episode_id = self._episodes[e].episode_id
+        for pid in {agent.pid for agent in self._agents[e].values()}:
+            self._rows[pid].drop_episode(episode_id)
 
     def _act(self, pid: str, entries: list, actions: list[dict[Any, Any]]) -> None:
         policy = self.policy_map[pid]
@@ -634,6 +697,10 @@ class MultiAgentSampler:
             self._finished_env_steps,
             self.next_episode_id,
         ) = (int(c) for c in state["counters"])
+
+    def pop_env_restarts(self) -> int:
+        """Env copies rebuilt since the last call (``recreate_failed_envs``)."""
+        return 0 if self._guard is None else self._guard.pop_restarts()
 
     def agent_ids(self) -> list[Any]:
         """Agent ids in ``agent_index`` order."""

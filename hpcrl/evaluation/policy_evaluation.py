@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hpcrl.env.action_normalization import normalize_vector_actions
 from hpcrl.env.atari import atari_preprocessing_options, uses_deepmind_preprocessing
 from hpcrl.env.registry import EnvContext, make_vector_env
 from hpcrl.evaluation.metrics import summarize_episodes
@@ -52,6 +53,7 @@ def evaluate_policy(
         preprocessor_pref=policy.config.get("preprocessor_pref", "deepmind"),
         atari_preprocessing=atari_preprocessing_options(policy.config),
     )
+    envs = normalize_vector_actions(envs, bool(policy.config.get("normalize_actions", False)))
     try:
         obs, _ = envs.reset(seed=seed)
         state = [

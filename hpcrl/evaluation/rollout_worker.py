@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hpcrl.env.action_normalization import normalize_vector_actions
 from hpcrl.env.atari import atari_preprocessing_options, uses_deepmind_preprocessing
-from hpcrl.env.registry import EnvContext, make_worker_envs
+from hpcrl.env.failures import FailurePolicy, GuardedEnvs
+from hpcrl.env.registry import EnvContext, make_multi_agent_copy, make_worker_envs
 from hpcrl.evaluation.multi_agent_sampler import (
     Episode,
     MultiAgentSampler,
@@ -44,10 +47,13 @@ WORKER_DEFAULTS: dict[str, Any] = {
     "output": None,
     "output_compress": None,
     "clip_actions": True,
+    "normalize_actions": False,
     "clip_rewards": None,
     "preprocessor_pref": "deepmind",
     "atari_preprocessing": {},
     "multiagent": {},
+    "recreate_failed_envs": False,
+    "env_step_timeout_s": None,
 }
 
 
@@ -81,6 +87,12 @@ class RolloutWorker:
     has no env: ``sample()`` returns the next recorded batch of its share
     (``hpcrl.io.BatchReader``), postprocessed by this worker's policies, and
     the spaces come from the files.
+
+    A sub-env that raises in ``step`` or ``reset`` (or, with
+    ``env_step_timeout_s``, takes longer) stops ``sample()`` with an ``EnvError``
+    naming this worker, the sub-env, the env and the step; with
+    ``recreate_failed_envs`` it is rebuilt, its episode dropped, and sampling goes
+    on (``hpcrl.env.failures``; ``get_metrics()`` counts ``num_env_restarts``).
 
     ``get_state()``/``set_state()`` carry everything a checkpoint needs to
     continue sampling exactly: episode ids, counters, running episode
@@ -150,6 +162,8 @@ class RolloutWorker:
         self._reader = None
         self.env: Any = None
         self.multi_agent = False
+        self.failures = FailurePolicy.from_config(self.config, worker_index, env)
+        self._env_guard: GuardedEnvs | None = None
         if self.config["input"]:
             from hpcrl.io.batch_reader import BatchReader
 
@@ -168,8 +182,13 @@ class RolloutWorker:
                 self.config["vectorization_mode"],
                 preprocessor_pref=self.config["preprocessor_pref"],
                 atari_preprocessing=atari_preprocessing_options(self.config),
+                failures=self.failures,
             )
+            self.env = normalize_vector_actions(self.env, self.config["normalize_actions"])
             self.multi_agent = isinstance(self.env, list)
+            if self.multi_agent and self.failures.guarded:
+                rebuild = functools.partial(make_multi_agent_copy, env, context)
+                self._env_guard = GuardedEnvs(self.env, rebuild, self.failures)
             specs = self._policy_specs(multiagent["policies"], policy)
         self.policy_map: dict[str, Policy] = {}
         for i, (pid, spec) in enumerate(specs.items()):
@@ -293,6 +312,8 @@ class RolloutWorker:
                 self._next_eps_id,
                 self._clip_rewards,
                 self.update_observation_filters,
+                failures=self.failures,
+                guard=self._env_guard,
             )
         else:
             [policy] = self.policy_map.values()
@@ -306,6 +327,7 @@ class RolloutWorker:
                 self._next_eps_id,
                 self._clip_rewards,
                 self.update_observation_filters,
+                failures=self.failures,
             )
         self._sampler.steps_sampled = self._steps_sampled
         return self._sampler
@@ -446,8 +468,10 @@ class RolloutWorker:
 
     def get_metrics(self) -> dict[str, Any]:
         """Episodes completed since the last call: returns (summed over agents),
-        lengths, and per policy the returns of the agents it played."""
+        lengths, and per policy the returns of the agents it played; and the sub-envs
+        rebuilt after a failure since the last call (``num_env_restarts``)."""
         sampler = self._sampler
+        restarts = 0 if sampler is None else sampler.pop_env_restarts()
         if sampler is None:
             returns, lengths, per_policy = np.zeros(0), np.zeros(0, dtype=np.int64), {}
         elif self.multi_agent:
@@ -459,6 +483,7 @@ class RolloutWorker:
             "episode_returns": returns,
             "episode_lengths": lengths,
             "policy_returns": per_policy,
+            "num_env_restarts": restarts,
             "worker_index": self.worker_index,
         }
 
@@ -580,6 +605,9 @@ class RolloutWorker:
             self._writer.close()
         if self._reader is not None:
             self._reader.close()
+        if self._env_guard is not None:
+            self._env_guard.close()  # all but copies given up after a timeout
+            return
         for env in self.env if isinstance(self.env, list) else [self.env]:
             if env is not None:
                 env.close()

@@ -13,6 +13,17 @@ Every observation the envs return (at reset and after each step) goes through
 the policy's observation filter once, for all envs together, before the
 policy sees it; the batch's ``obs`` and ``new_obs`` hold the filtered ones. A
 ``NoFilter`` is skipped.
+
+A sub-env that fails (``hpcrl.env.failures``) stops sampling with an
+``EnvError`` naming it, or, in a ``GuardedVectorEnv`` with
+``recreate_failed_envs``, is rebuilt: the episode it was playing is dropped.
+Its return is not counted, and its rows still held here are discarded rather
+than cut off as truncated: the rows before the failure are real transitions,
+but whatever went wrong may have started before the exception, and a learner
+must not bootstrap from, or replay, a state the env could not go on from.
+(Rows of that episode returned by an earlier ``sample()`` in
+``truncate_episodes`` mode were cut there as any fragment is.) The rebuilt
+copy starts a new episode on the next step.
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from hpcrl.env.failures import CallFailure, EnvError, FailurePolicy, failed_sub_env
+from hpcrl.env.guarded_vector_env import GuardedVectorEnv
 from hpcrl.evaluation.fragment_buffer import FragmentBuffer
 from hpcrl.evaluation.metrics import EpisodeStats
 from hpcrl.evaluation.reward_clipping import RewardClip
@@ -70,6 +83,8 @@ class VectorEnvSampler:
             metrics keep the env's own. None: no clipping.
         update_filter: count the observations in the policy's observation filter
             (False: normalise with it as it is, e.g. to evaluate).
+        failures: names the worker and env in an ``EnvError`` (a ``GuardedVectorEnv``
+            holds its own, which decides whether failing copies are rebuilt).
     """
 
     def __init__(
@@ -83,9 +98,12 @@ class VectorEnvSampler:
         first_episode_id: int,
         clip_rewards: RewardClip | None = None,
         update_filter: bool = True,
+        failures: FailurePolicy | None = None,
     ) -> None:
         check_next_step_autoreset(env)
         self.env = env
+        self._failures = failures or FailurePolicy()
+        self._guarded = isinstance(env, GuardedVectorEnv)
         self.policy = policy
         self.num_envs = env.num_envs
         self.fragment_length = fragment_length
@@ -132,7 +150,12 @@ class VectorEnvSampler:
         """Reset every env and start fresh episodes. ``update_filter=False``: the
         observations of this reset do not count in the observation filter (a restore
         replaces them)."""
-        obs, _ = self.env.reset(seed=seed)
+        try:
+            obs, _ = self.env.reset(seed=seed)
+        except EnvError:
+            raise
+        except Exception as err:
+            raise self._env_error(err, "reset", None) from None
         if self._filter is not None:
             update = self._update_filter if update_filter is None else update_filter
             obs = self._filter(obs, update=update)
@@ -174,12 +197,22 @@ class VectorEnvSampler:
         if not isinstance(actions, np.ndarray):
             actions = np.asarray(actions)  # a from-scratch policy may return a list
         env_actions = actions if self._clip is None else np.clip(actions, *self._clip)
-        next_obs, env_rewards, terminated, truncated, infos = self.env.step(env_actions)
+        try:
+            next_obs, env_rewards, terminated, truncated, infos = self.env.step(env_actions)
+        except EnvError:
+            raise
+        except Exception as err:
+            raise self._env_error(err, "step", self._t) from None
         if self._filter is not None:
             next_obs = self._filter(next_obs, update=self._update_filter)
         # The policy learns from the clipped rewards; the metrics count the env's own.
         rewards = env_rewards if self._clip_rewards is None else self._clip_rewards(env_rewards)
         valid = ~self._resetting
+        # Copies rebuilt in this step (a GuardedVectorEnv): no transition; the episode
+        # a copy was playing (unless it was only starting one) is dropped.
+        failed = self.env.failed if self._guarded and self.env.any_failed else None
+        if failed is not None:
+            valid = valid & ~failed
         step = {
             SampleBatch.OBS: self._obs,
             SampleBatch.ACTIONS: actions,
@@ -209,13 +242,16 @@ class VectorEnvSampler:
                 self._completed_rows += int(self._since_done[done].sum())
                 self._since_done[done] = 0
 
-        # Envs that were resetting this step start a new episode from next_obs.
-        # The buffer holds copies, so _t and _eps_id can change in place.
+        if failed is not None:
+            self._drop_episodes(failed & ~self._resetting)
+
+        # Envs that were resetting this step, or rebuilt in it, start a new episode
+        # from next_obs. The buffer holds copies, so _t and _eps_id can change in place.
         self._obs = next_obs
         self._state = list(state_out)
         self._t += 1
-        if self._any_resetting:
-            started = self._resetting
+        if self._any_resetting or failed is not None:
+            started = self._resetting if failed is None else self._resetting | failed
             self._t[started] = 0
             self._eps_id[started] = self._new_eps_ids(int(started.sum()))
             for s, init in zip(self._state, self._initial_state):
@@ -224,8 +260,37 @@ class VectorEnvSampler:
             self._prev = (np.array(actions), np.asarray(rewards, dtype=np.float32).copy())
             self._prev[0][self._resetting] = 0
             self._prev[1][self._resetting] = 0.0
+            if failed is not None:
+                self._prev[0][failed] = 0
+                self._prev[1][failed] = 0.0
         self._resetting = done
         self._any_resetting = any_done
+
+    def _drop_episodes(self, envs: np.ndarray) -> None:
+        """Forget the running episodes of ``envs`` (a mask): their rows held in the
+        buffer, their return and length so far."""
+        self._buffer.invalidate(SampleBatch.EPS_ID, envs, self._eps_id)
+        self.episodes.drop(envs)
+        self._since_done[envs] = 0
+
+    def _env_error(self, err: Exception, method: str, steps: np.ndarray | None) -> EnvError:
+        """The ``EnvError`` for ``err``, raised by ``self.env`` (not a GuardedVectorEnv)."""
+        index, env_traceback = failed_sub_env(self.env, err)
+        if index is not None and method == "step" and self._resetting[index]:
+            method = "reset"  # its autoreset
+        count = None if index is None or steps is None else int(steps[index])
+        which = None
+        if index is None:
+            which = (
+                f"a sub-env ({type(self.env).__name__} steps its {self.num_envs} copies "
+                "together and does not say which one failed)"
+            )
+        failure = CallFailure.of(err, env_traceback)
+        return self._failures.error(index, method, failure, steps=count, which=which)
+
+    def pop_env_restarts(self) -> int:
+        """Copies rebuilt since the last call (``recreate_failed_envs``)."""
+        return self.env.pop_restarts() if self._guarded else 0
 
     def _rows_to_emit(self) -> np.ndarray:
         valid = self._buffer.valid[: self._buffer.size]
