@@ -55,12 +55,9 @@ def trainable_body(config: dict, report) -> None:
         report({"score": config["x"] * (i + 1), "step": i + 1})
 
 
-def hpcrl_child(args: argparse.Namespace) -> None:
-    from hpcrl import tune
-
-    def trainable(config):
-        trainable_body(config, lambda metrics: tune.report(**metrics))
-
+def run_and_print(tune, trainable, args: argparse.Namespace, version: str, **where) -> None:
+    """The same experiment on either system's ``tune.run``; prints one JSON line.
+    ``where``: the system's name for the results directory."""
     analysis = tune.run(
         trainable,
         config={
@@ -68,14 +65,23 @@ def hpcrl_child(args: argparse.Namespace) -> None:
             "seconds": args.trial_seconds,
             "reports": args.reports,
         },
-        local_dir=args.local_dir,
         name="overhead",
         resources_per_trial={"cpu": 1},
         max_concurrent_trials=args.concurrent,
         verbose=0,
+        **where,
     )
     done = sum(trial.status == "TERMINATED" for trial in analysis.trials)
-    print(json.dumps({"version": version("hpcrl"), "terminated": done}), flush=True)
+    print(json.dumps({"version": version, "terminated": done}), flush=True)
+
+
+def hpcrl_child(args: argparse.Namespace) -> None:
+    from hpcrl import tune
+
+    def trainable(config):
+        trainable_body(config, lambda metrics: tune.report(**metrics))
+
+    run_and_print(tune, trainable, args, version("hpcrl"), local_dir=args.local_dir)
 
 
 def ray_child(args: argparse.Namespace) -> None:
@@ -87,21 +93,7 @@ def ray_child(args: argparse.Namespace) -> None:
     def trainable(config):
         trainable_body(config, tune.report)
 
-    analysis = tune.run(
-        trainable,
-        config={
-            "x": tune.grid_search(list(range(args.trials))),
-            "seconds": args.trial_seconds,
-            "reports": args.reports,
-        },
-        storage_path=args.local_dir,
-        name="overhead",
-        resources_per_trial={"cpu": 1},
-        max_concurrent_trials=args.concurrent,
-        verbose=0,
-    )
-    done = sum(trial.status == "TERMINATED" for trial in analysis.trials)
-    print(json.dumps({"version": ray.__version__, "terminated": done}), flush=True)
+    run_and_print(tune, trainable, args, ray.__version__, storage_path=args.local_dir)
 
 
 def timed_child(python: str, system: str, args: argparse.Namespace) -> tuple[dict, float]:
