@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="scheduler of a running Dask cluster to join, e.g. tcp://head:8786 "
         "(implies --backend dask; the cluster is left running)",
     )
+    _add_dask_tls_flags(train)
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument(
         "--local-dir", help="results directory (default: ~/hpcrl_results)", default=None
@@ -132,6 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
         "the checkpoint's, when it was given as such a string)",
     )
     return parser
+
+
+def _add_dask_tls_flags(train: argparse.ArgumentParser) -> None:
+    train.add_argument(
+        "--dask-tls-ca-file",
+        metavar="PEM",
+        help="TLS for the Dask cluster joined or started (implies --backend dask): the CA "
+        "certificate that signed the cluster's certificates",
+    )
+    train.add_argument(
+        "--dask-tls-cert", metavar="PEM", help="TLS for Dask: hpcrl's certificate, signed by the CA"
+    )
+    train.add_argument(
+        "--dask-tls-key",
+        metavar="PEM",
+        help="TLS for Dask: the key of --dask-tls-cert (unless appended to that file)",
+    )
 
 
 def _add_checkpoint_flags(train: argparse.ArgumentParser) -> None:
@@ -213,23 +231,39 @@ def load_experiment_file(path: str) -> dict[str, dict[str, Any]]:
             data = yaml.safe_load(f)
     except OSError as err:
         raise UsageError(f"cannot read experiment file {path!r}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(
+            f"experiment file {path!r} is not a YAML text file (byte {err.start} is not UTF-8)"
+        ) from None
     except yaml.YAMLError as err:
-        raise UsageError(f"experiment file {path!r} is not valid YAML: {err}") from None
+        problem = _yaml_problem(err)
+        raise UsageError(f"experiment file {path!r} is not valid YAML: {problem}") from None
     if not isinstance(data, dict) or not data:
+        found = "nothing" if data is None else f"a {type(data).__name__}"
         raise UsageError(
             f"experiment file {path!r} must map experiment names to their settings "
-            "(run, env, stop, config)"
+            f"(run, env, stop, config), e.g. 'my-exp: {{run: PPO, env: CartPole-v1}}'; "
+            f"it holds {found}"
         )
     experiments = {}
     for name, spec in data.items():
         if not isinstance(spec, dict):
-            raise UsageError(f"experiment {name!r} in {path!r} must be a mapping")
+            raise UsageError(
+                f"experiment {name!r} in {path!r} must be a mapping of its settings (run, env, "
+                f"stop, config), got {type(spec).__name__} {spec!r}"
+            )
         unknown = set(spec) - set(EXPERIMENT_KEYS)
         if unknown:
             raise UsageError(
                 f"unknown setting(s) {sorted(unknown)} in experiment {name!r}; "
                 f"expected some of {list(EXPERIMENT_KEYS)}"
             )
+        for key, (expected, example) in _SETTING_TYPES.items():
+            if spec.get(key) is not None and not isinstance(spec[key], expected):
+                raise UsageError(
+                    f"setting {key!r} of experiment {name!r} in {path!r} must be {example}, "
+                    f"got {type(spec[key]).__name__} {spec[key]!r}"
+                )
         if isinstance(spec.get("stop"), dict):  # RLlib's files may name newer result keys
             try:
                 spec = {**spec, "stop": from_rllib_stop(spec["stop"])}
@@ -237,6 +271,26 @@ def load_experiment_file(path: str) -> dict[str, dict[str, Any]]:
                 raise UsageError(f"experiment {name!r} in {path!r}: {err}") from None
         experiments[str(name)] = spec
     return experiments
+
+
+# Experiment settings of the -f file whose type is checked here (the others where used).
+_SETTING_TYPES: dict[str, tuple[type, str]] = {
+    "run": (str, "an algorithm name (run: PPO)"),
+    "env": (str, "an env id (env: CartPole-v1)"),
+    "config": (dict, "a mapping of config keys (config: {lr: 0.001})"),
+    "stop": (dict, "a mapping of stop criteria (stop: {timesteps_total: 100000})"),
+    "checkpoint_at_end": (bool, "true or false"),
+    "local_dir": (str, "a directory (local_dir: ~/hpcrl_results)"),
+}
+
+
+def _yaml_problem(err: Exception) -> str:
+    """A YAML error in one line: what is wrong and where."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(err).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 def _file_experiments(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -281,6 +335,23 @@ def resolve_experiment(args: argparse.Namespace, name: str, spec: dict[str, Any]
                 "drop --backend or use --backend dask"
             )
         config["dask_address"] = args.dask_address
+        config["backend"] = "dask"
+    tls_files = {
+        "tls_ca_file": args.dask_tls_ca_file,
+        "tls_client_cert": args.dask_tls_cert,
+        "tls_client_key": args.dask_tls_key,
+    }
+    if any(tls_files.values()):
+        if args.backend not in (None, "dask"):
+            raise UsageError(
+                f"--dask-tls-* secure a Dask cluster but --backend is {args.backend!r}; "
+                "drop --backend or use --backend dask"
+            )
+        security = config.get("dask_security") or {}
+        if not isinstance(security, dict):
+            raise UsageError(f"config key 'dask_security' must be a dict, got {security!r}")
+        given = {key: value for key, value in tls_files.items() if value}
+        config["dask_security"] = {**security, **given, "require_encryption": True}
         config["backend"] = "dask"
     for key in ("num_workers", "num_learners", "num_gpus_per_learner", "backend", "seed"):
         value = getattr(args, key)
@@ -446,7 +517,8 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict[str, Any], str]
     trainer_checkpoint = os.path.isfile(
         os.path.join(os.path.expanduser(args.checkpoint), CHECKPOINT_JSON)
     )
-    pids = read_checkpoint_meta(args.checkpoint)["policies"] if trainer_checkpoint else [None]
+    meta = read_checkpoint_meta(args.checkpoint, check_files=False) if trainer_checkpoint else {}
+    pids = meta.get("policies", [None])  # each policy's files are checked as it loads
     policy = Policy.from_checkpoint(args.checkpoint, policy_id=args.policy_id or pids[0])
     env = args.env or policy.config.get("env")
     if not isinstance(env, str):

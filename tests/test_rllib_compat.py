@@ -40,7 +40,7 @@ def other_value(default: Any) -> Any:
     if isinstance(default, bool):
         return not default
     if isinstance(default, int):
-        return default + 3
+        return default + 1
     if isinstance(default, float):
         return default / 2 + 0.125
     if isinstance(default, dict):

@@ -53,8 +53,6 @@ def validate_config(config: dict[str, Any]) -> None:
             f"got num_workers={config['num_workers']}; set num_workers to 1 or more, "
             f"or use A2C to sample on the driver"
         )
-    if config["grads_per_step"] < 1:
-        raise ValueError(f"grads_per_step must be >= 1, got {config['grads_per_step']}")
     if uses_learner_group(config):
         raise ValueError(
             "A3C applies gradients on the driver as they arrive and has no data-parallel "

@@ -93,10 +93,6 @@ def check_apex_config(config: dict[str, Any]) -> None:
             f"Ape-X samples on remote rollout workers only: num_workers must be >= 1, got "
             f"{config['num_workers']}"
         )
-    if config["num_replay_buffer_shards"] < 1:
-        raise ValueError(
-            f"num_replay_buffer_shards must be >= 1, got {config['num_replay_buffer_shards']}"
-        )
     if config["training_intensity"] is not None:
         raise ValueError(
             "training_intensity does not apply to Ape-X: its learner trains as fast as it "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import difflib
-from typing import Any
+import math
+import os
+from typing import Any, NamedTuple
 
 from hpcrl.algorithms.rllib_compat import from_rllib_config
 from hpcrl.env.atari import atari_preprocessing_options, check_preprocessor_pref
@@ -117,6 +119,10 @@ COMMON_CONFIG: dict[str, Any] = {
     # Scheduler of a running Dask cluster to join, e.g. "tcp://head:8786" (backend
     # "dask"); None: start a local cluster, closed when the trainer stops.
     "dask_address": None,
+    # TLS for the Dask cluster hpcrl joins or starts: {"tls_ca_file", "tls_client_cert",
+    # "tls_client_key", "require_encryption", ...} (distributed.security.Security's keys;
+    # see hpcrl.backends.dask_tls); None: Dask's own configuration (plain TCP by default).
+    "dask_security": None,
     # Re-create a remote worker whose process died (dask) with the current weights and
     # go on; False: stop with an error naming the worker and why it was lost.
     "recreate_failed_workers": True,
@@ -154,12 +160,24 @@ COMMON_CONFIG: dict[str, Any] = {
     "keep_checkpoints_num": None,
 }
 
-# Keys whose value may be of any type (free-form or several allowed types).
-_ANY_TYPE = {"env", "env_config", "seed", "grad_clip", "target_entropy"}
-# Keys that must be an int when given (their default None means "decide for me").
-_INT_OR_NONE = {"num_workers", "num_torch_threads", "keep_checkpoints_num"}
-# Smallest allowed values (checked when the config is made, not when first used).
-_AT_LEAST = {"keep_checkpoints_num": 1, "num_gpus": 0}
+# Keys whose value may be of any type (checked where they are used).
+_ANY_TYPE = {"env", "target_entropy"}
+# Keys that take None ("decide for me", or "off") or, when set, a value of these types.
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "num_workers": (int,),
+    "num_torch_threads": (int,),
+    "keep_checkpoints_num": (int,),
+    "seed": (int,),
+    "grad_clip": (int, float),
+    "env_step_timeout_s": (int, float),
+    "training_intensity": (int, float),
+    "dask_address": (str,),
+    "dask_security": (dict,),
+    "output": (str, os.PathLike),
+    "output_compress": (str,),
+    "input": (str, os.PathLike, list, tuple),
+    "lr_schedule": (list, tuple),
+}
 # Keys with a default other than None that also accept None ("off").
 _NONE_ALLOWED = {
     "preprocessor_pref",
@@ -171,6 +189,148 @@ _NONE_ALLOWED = {
 }
 
 
+class Interval(NamedTuple):
+    """The values a numeric config key takes: ``low``/``high`` bounds (None: none),
+    each closed unless marked open.
+
+    Example:
+        >>> str(Interval(0, 1, low_open=True)), 0.5 in Interval(0, 1), 0 in Interval(0, 1, True)
+        ('in (0, 1]', True, False)
+    """
+
+    low: float | None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+            return False
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return low_ok and high_ok
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        opening, closing = "(["[not self.low_open], ")]"[not self.high_open]
+        return f"in {opening}{self.low}, {self.high}{closing}"
+
+
+_SIZE = Interval(1)  # sizes, lengths and counts of things that must exist
+_COUNT = Interval(0)  # counts, steps and seconds that may be 0
+_POSITIVE = Interval(0, low_open=True)  # scales, thresholds and timeouts
+_UNIT = Interval(0, 1)  # probabilities, discounts, fractions
+_UNIT_OPEN = Interval(0, 1, low_open=True)  # fractions that must not be 0
+
+# The range of every numeric config key of every algorithm, checked when the config is
+# made (a value equal to the algorithm's default is not checked: DD-PPO's unused
+# train_batch_size is -1). Keys not listed take any finite number.
+CONFIG_RANGES: dict[str, Interval] = {
+    # common
+    "num_workers": _COUNT,
+    "num_envs_per_worker": _SIZE,
+    "rollout_fragment_length": _SIZE,
+    "train_batch_size": _SIZE,
+    "gamma": _UNIT,
+    "lr": _COUNT,
+    "grad_clip": _POSITIVE,
+    "timesteps_per_iteration": _COUNT,
+    "min_iter_time_s": _COUNT,
+    "worker_timeout_s": _POSITIVE,
+    "num_torch_threads": _SIZE,
+    "num_gpus": _COUNT,
+    "seed": _COUNT,
+    "metrics_smoothing_episodes": _SIZE,
+    "evaluation_interval": _COUNT,
+    "evaluation_num_episodes": _SIZE,
+    "max_worker_restarts": _COUNT,
+    "env_step_timeout_s": _POSITIVE,
+    "num_learners": _SIZE,
+    # num_gpus_per_learner: 0 or 1, checked with its meaning by check_learner_options.
+    "learner_timeout_s": _POSITIVE,
+    "keep_checkpoints_num": _SIZE,
+    # policy gradient family
+    "lambda": _UNIT,
+    "clip_param": _UNIT_OPEN,
+    "vf_clip_param": _POSITIVE,
+    "vf_loss_coeff": _COUNT,
+    "entropy_coeff": _COUNT,
+    "kl_coeff": _COUNT,
+    "kl_target": _COUNT,
+    "sgd_minibatch_size": _SIZE,
+    "num_sgd_iter": _SIZE,
+    "grads_per_step": _SIZE,
+    "preemption_fraction": _UNIT,
+    "preemption_min_fraction": _UNIT_OPEN,
+    "preemption_chunks": _SIZE,
+    # IMPALA, APPO and the asynchronous optimizers
+    "vtrace_clip_rho_threshold": _POSITIVE,
+    "vtrace_clip_pg_rho_threshold": _POSITIVE,
+    "broadcast_interval": _SIZE,
+    "target_update_frequency": _SIZE,
+    "minibatch_buffer_size": _SIZE,
+    "replay_proportion": _COUNT,
+    "replay_buffer_num_slots": _COUNT,
+    "learner_queue_size": _SIZE,
+    "learner_queue_timeout": _POSITIVE,
+    "max_sample_requests_in_flight_per_worker": _SIZE,
+    "decay": _UNIT,
+    "momentum": _UNIT,
+    "epsilon": _POSITIVE,
+    # replay (DQN, SAC, DDPG, TD3, Ape-X)
+    "buffer_size": _SIZE,
+    "learning_starts": _COUNT,
+    "n_step": _SIZE,
+    "tau": _UNIT_OPEN,
+    "target_network_update_freq": _COUNT,
+    "training_intensity": _POSITIVE,
+    "prioritized_replay_alpha": _UNIT,
+    "prioritized_replay_beta": _UNIT,
+    "final_prioritized_replay_beta": _UNIT,
+    "prioritized_replay_beta_annealing_timesteps": _SIZE,
+    "prioritized_replay_eps": _POSITIVE,
+    "adam_epsilon": _POSITIVE,
+    "actor_lr": _COUNT,
+    "critic_lr": _COUNT,
+    "l2_reg": _COUNT,
+    "huber_threshold": _POSITIVE,
+    "policy_delay": _SIZE,
+    "target_noise": _COUNT,
+    "target_noise_clip": _COUNT,
+    "initial_alpha": _POSITIVE,
+    "num_replay_buffer_shards": _SIZE,
+    "max_adds_in_flight_per_shard": _SIZE,
+    "max_requests_in_flight_per_replay_shard": _SIZE,
+    "max_weight_sync_delay": _SIZE,
+    # ES and ARS
+    "episodes_per_batch": _SIZE,
+    "noise_stdev": _POSITIVE,
+    "stepsize": _POSITIVE,
+    "eval_prob": _UNIT,
+    "l2_coeff": _COUNT,
+    "noise_size": _SIZE,
+    "noise_seed": _COUNT,
+    "num_rollouts": _SIZE,
+    "rollouts_used": _SIZE,
+    # entries of dict keys
+    "exploration_config.initial_epsilon": _UNIT,
+    "exploration_config.final_epsilon": _UNIT,
+    "exploration_config.epsilon_timesteps": _COUNT,
+    "exploration_config.random_timesteps": _COUNT,
+    "exploration_config.ou_theta": _COUNT,
+    "exploration_config.ou_sigma": _COUNT,
+    "exploration_config.ou_base_scale": _COUNT,
+    "exploration_config.stddev": _COUNT,
+    "exploration_config.initial_scale": _COUNT,
+    "exploration_config.final_scale": _COUNT,
+    "exploration_config.scale_timesteps": _COUNT,
+    "optimization.actor_learning_rate": _COUNT,
+    "optimization.critic_learning_rate": _COUNT,
+    "optimization.entropy_learning_rate": _COUNT,
+}
+
+
 def with_common_config(extra: dict[str, Any]) -> dict[str, Any]:
     """COMMON_CONFIG updated with an algorithm's own keys and defaults."""
     config = copy.deepcopy(COMMON_CONFIG)
@@ -178,19 +338,29 @@ def with_common_config(extra: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def merge_config(defaults: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
+def merge_config(
+    defaults: dict[str, Any],
+    config: dict[str, Any] | None,
+    ranges: dict[str, Interval] | None = None,
+) -> dict[str, Any]:
     """``config`` merged over ``defaults``, with every key and type checked; RLlib's
     keys are read as hpcrl's first (``rllib_compat.from_rllib_config``).
 
     Raises:
-        ValueError: an unknown key (naming the closest valid one) or a value
-            of the wrong type (naming the expected type).
+        ValueError: an unknown key (naming the closest valid one), a value
+            of the wrong type (naming the expected type) or a number outside
+            its range (naming it): ``CONFIG_RANGES``, updated with ``ranges``.
     """
     merged = copy.deepcopy(defaults)
     for key, value in from_rllib_config(config or {}, defaults).items():
         if key not in defaults:
             raise ValueError(unknown_key_message("config key", key, defaults))
         _check_type(key, value, defaults[key])
+        _check_range(key, value, defaults[key], ranges)
+        for name, entry in value.items() if isinstance(value, dict) else ():
+            if f"{key}.{name}" in CONFIG_RANGES:  # e.g. exploration_config.final_epsilon
+                _check_type(f"{key}.{name}", entry, 0.0)
+                _check_range(f"{key}.{name}", entry, (defaults[key] or {}).get(name))
         if key == "multiagent":
             from hpcrl.evaluation.policy_specs import check_multiagent_config
 
@@ -239,17 +409,9 @@ EVALUATION_CONFIG_KEYS = ("explore", "env_config")
 
 
 def check_evaluation_config(config: dict[str, Any]) -> None:
-    """Raise ValueError for bad ``evaluation_*`` keys, naming the value and the fix."""
-    interval = config["evaluation_interval"]
-    if interval is not None and interval < 0:
-        raise ValueError(
-            f"config key 'evaluation_interval' must be >= 0 (0 or None: never), got {interval}"
-        )
-    if config["evaluation_num_episodes"] < 1:
-        raise ValueError(
-            "config key 'evaluation_num_episodes' must be >= 1, got "
-            f"{config['evaluation_num_episodes']}"
-        )
+    """Raise ValueError for bad ``evaluation_config`` keys, naming the value and the fix
+    (``merge_config`` checks the ranges of ``evaluation_interval`` and
+    ``evaluation_num_episodes``)."""
     for key, value in config["evaluation_config"].items():
         if key not in EVALUATION_CONFIG_KEYS:
             raise ValueError(
@@ -281,27 +443,46 @@ def _check_value(key: str, value: Any) -> None:
 
 
 def _check_type(key: str, value: Any, default: Any) -> None:
-    if key in _INT_OR_NONE:  # None (the default) or an int, checked as any int key is
-        if value is None:
-            return
-        default = 0
-    if key in _ANY_TYPE or default is None or (value is None and key in _NONE_ALLOWED):
+    if key in _ANY_TYPE or (value is None and (key in _OPTIONAL_TYPES or key in _NONE_ALLOWED)):
         return
     expected: tuple[type, ...]
-    if isinstance(default, bool):
+    if key in _OPTIONAL_TYPES:
+        expected = _OPTIONAL_TYPES[key]
+    elif default is None:
+        return
+    elif isinstance(default, bool):
         expected = (bool,)
     elif isinstance(default, (int, float)):
         expected = (int, float) if isinstance(default, float) else (int,)
-        if isinstance(value, bool):
-            expected = ()
     elif isinstance(default, (list, tuple)):
         expected = (list, tuple)
     else:
         expected = (type(default),)
-    if not expected or not isinstance(value, expected):
-        names = " or ".join(t.__name__ for t in (expected or (type(default),)))
+    if isinstance(value, bool) and bool not in expected:
+        expected_ok = False  # True and False are ints to isinstance, not to a user
+    else:
+        expected_ok = isinstance(value, expected)
+    if not expected_ok:
+        names = " or ".join(t.__name__ for t in expected)
+        if key in _OPTIONAL_TYPES or key in _NONE_ALLOWED:
+            names += " or None"
         raise ValueError(
             f"config key {key!r} must be {names}, got {type(value).__name__} {value!r}"
         )
-    if key in _AT_LEAST and value < _AT_LEAST[key]:
-        raise ValueError(f"config key {key!r} must be >= {_AT_LEAST[key]}, got {value!r}")
+
+
+def _check_range(
+    key: str, value: Any, default: Any, ranges: dict[str, Interval] | None = None
+) -> None:
+    """Raise ValueError for a number that is not finite or outside its range (``ranges``,
+    else ``CONFIG_RANGES``; the algorithm's own default always passes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value == default:
+        return
+    allowed = (ranges or {}).get(key, CONFIG_RANGES.get(key))
+    finite = isinstance(value, int) or math.isfinite(value)
+    if finite and (allowed is None or value in allowed):
+        return
+    expected = str(allowed) if finite else f"a finite number{f' {allowed}' if allowed else ''}"
+    valid_default = isinstance(default, (int, float)) and (allowed is None or default in allowed)
+    hint = f" (the default is {default!r})" if valid_default else ""
+    raise ValueError(f"config key {key!r} must be {expected}, got {value!r}{hint}")

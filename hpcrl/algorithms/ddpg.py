@@ -53,7 +53,6 @@ from torch.func import functional_call
 from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.dqn import (
     REPLAY_DEFAULTS,
-    check_replay_config,
     make_replay_optimizer,
     postprocess_n_step,
 )
@@ -559,12 +558,6 @@ def config_validator(defaults: dict[str, Any]) -> Callable[[dict[str, Any]], Non
 
     def validate_config(config: dict[str, Any]) -> None:
         resolve_exploration(config["exploration_config"], defaults["exploration_config"])
-        check_replay_config(config)
-        if config["policy_delay"] < 1:
-            raise ValueError(f"policy_delay must be >= 1, got {config['policy_delay']}")
-        for key in ("target_noise", "target_noise_clip", "l2_reg"):
-            if config[key] < 0:
-                raise ValueError(f"{key} must be >= 0, got {config[key]}")
 
     return validate_config
 

@@ -350,18 +350,6 @@ def validate_config(config: dict[str, Any]) -> None:
             "DD-PPO's workers are its learners: leave num_learners at 1 and "
             "num_gpus_per_learner at 0 (set num_workers for more of them)"
         )
-    if not 0 <= config["preemption_fraction"] <= 1:
-        raise ValueError(
-            f"preemption_fraction must be in [0, 1] (0: off), got {config['preemption_fraction']}"
-        )
-    if not 0 < config["preemption_min_fraction"] <= 1:
-        raise ValueError(
-            f"preemption_min_fraction must be in (0, 1], got {config['preemption_min_fraction']}"
-        )
-    if config["preemption_chunks"] < 1:
-        raise ValueError(f"preemption_chunks must be >= 1, got {config['preemption_chunks']}")
-    if config["sgd_minibatch_size"] < 1:
-        raise ValueError(f"sgd_minibatch_size must be >= 1, got {config['sgd_minibatch_size']}")
 
 
 def make_ddppo_optimizer(workers: WorkerSet, config: dict[str, Any]) -> DDPPOOptimizer:

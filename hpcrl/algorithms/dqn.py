@@ -342,21 +342,12 @@ def validate_config(config: dict[str, Any]) -> None:
             f"unknown exploration_config keys {sorted(unknown)}; DQN's epsilon-greedy takes "
             f"{sorted(DEFAULT_CONFIG['exploration_config'])}"
         )
-    check_replay_config(config)
     if config["per_worker_exploration"] and not config["num_workers"]:
         raise ValueError(
             "per_worker_exploration gives each remote worker its own epsilon and the "
             "driver's worker none: it needs num_workers >= 1 (got "
             f"{config['num_workers']!r}); set num_workers, or use exploration_config"
         )
-
-
-def check_replay_config(config: dict[str, Any]) -> None:
-    """The checks every replay algorithm makes: ``n_step`` >= 1, ``tau`` in (0, 1]."""
-    if config["n_step"] < 1:
-        raise ValueError(f"n_step must be >= 1, got {config['n_step']}")
-    if not 0 < config["tau"] <= 1:
-        raise ValueError(f"tau must be in (0, 1], got {config['tau']}")
 
 
 DQNTrainer = build_trainer(

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcrl.algorithms.config import with_common_config
+from hpcrl.algorithms.config import Interval, with_common_config
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
@@ -480,6 +480,8 @@ class ESTrainerMixin:
     the workers' filters has nothing to do."""
 
     sync_observation_filters = False
+    # train_batch_size is the least env steps per iteration; 0: episodes_per_batch alone.
+    config_ranges = {"train_batch_size": Interval(0)}
 
     def _collect_worker_metrics(self) -> list[dict[str, Any]]:
         return [self.optimizer.pop_metrics()]
@@ -532,17 +534,7 @@ ARS_CONFIG: dict[str, Any] = with_common_config(
 )
 
 
-def _check(config: dict[str, Any]) -> None:
-    if config["noise_stdev"] <= 0:
-        raise ValueError(f"noise_stdev must be > 0, got {config['noise_stdev']}")
-    if not 0 <= config["eval_prob"] <= 1:
-        raise ValueError(f"eval_prob must be in [0, 1], got {config['eval_prob']}")
-    if config["stepsize"] <= 0:
-        raise ValueError(f"stepsize must be > 0, got {config['stepsize']}")
-
-
 def validate_es_config(config: dict[str, Any]) -> None:
-    _check(config)
     if config["episodes_per_batch"] < 2:
         raise ValueError(
             f"episodes_per_batch must be >= 2 (one antithetic pair), got "
@@ -551,7 +543,6 @@ def validate_es_config(config: dict[str, Any]) -> None:
 
 
 def validate_ars_config(config: dict[str, Any]) -> None:
-    _check(config)
     if not 1 <= config["rollouts_used"] <= config["num_rollouts"]:
         raise ValueError(
             f"rollouts_used must be between 1 and num_rollouts ({config['num_rollouts']}), "

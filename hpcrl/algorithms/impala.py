@@ -37,7 +37,7 @@ from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.evaluation.vtrace import batch_layout, from_time_major, to_time_major, vtrace
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.learners.learner_group import uses_learner_group
-from hpcrl.optimizers.async_samples_optimizer import AsyncSamplesOptimizer
+from hpcrl.optimizers.async_samples_optimizer import AsyncSamplesOptimizer, ReplaySlots
 from hpcrl.policy.adam import Adam
 from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
@@ -130,6 +130,7 @@ def validate_async_config(config: dict[str, Any]) -> None:
         )
     if config["opt_type"] not in ("adam", "rmsprop"):
         raise ValueError(f"opt_type must be 'adam' or 'rmsprop', got {config['opt_type']!r}")
+    ReplaySlots(config["replay_buffer_num_slots"], config["replay_proportion"])  # checks them
 
 
 def vtrace_targets(

@@ -146,7 +146,8 @@ def validate_config(config: dict[str, Any]) -> None:
     if config["sgd_minibatch_size"] > config["train_batch_size"]:
         raise ValueError(
             f"sgd_minibatch_size ({config['sgd_minibatch_size']}) must be <= "
-            f"train_batch_size ({config['train_batch_size']})"
+            f"train_batch_size ({config['train_batch_size']}): lower sgd_minibatch_size or "
+            "raise train_batch_size"
         )
 
 

@@ -46,7 +46,6 @@ from torch import nn
 from hpcrl.algorithms.config import with_common_config
 from hpcrl.algorithms.dqn import (
     REPLAY_DEFAULTS,
-    check_replay_config,
     make_replay_optimizer,
     postprocess_n_step,
 )
@@ -552,9 +551,6 @@ def validate_config(config: dict[str, Any]) -> None:
     target_entropy = config["target_entropy"]
     if target_entropy != "auto" and not isinstance(target_entropy, (int, float)):
         raise ValueError(f"target_entropy must be a number or 'auto', got {target_entropy!r}")
-    if config["initial_alpha"] <= 0:
-        raise ValueError(f"initial_alpha must be > 0, got {config['initial_alpha']}")
-    check_replay_config(config)
 
 
 SACTrainer = build_trainer(

@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from hpcrl.algorithms.config import COMMON_CONFIG, check_evaluation_config, merge_config
+from hpcrl.algorithms.config import (
+    COMMON_CONFIG,
+    Interval,
+    check_evaluation_config,
+    merge_config,
+)
 from hpcrl.env.registry import resolve_env_creator
 from hpcrl.evaluation.metrics import MetricsWindow
 from hpcrl.evaluation.rollout_worker import RolloutWorker
@@ -101,12 +106,14 @@ class Trainer:
     # Merge the workers' observation filters after every iteration (ES and ARS
     # update theirs identically on every process instead).
     sync_observation_filters = True
+    # Ranges of this algorithm's keys where they differ from config.CONFIG_RANGES.
+    config_ranges: dict[str, Interval] = {}
 
     def __init__(self, config: dict[str, Any] | None = None, env: Any = None) -> None:
         config = dict(config or {})
         if env is not None:
             config["env"] = env
-        self.config = merge_config(self._default_config, config)
+        self.config = merge_config(self._default_config, config, self.config_ranges)
         if self.config["env"] is None and not self.config["input"]:
             raise ValueError(
                 f"{self._name} needs an env: pass env=... or config['env'] (or config['input'] "
@@ -132,8 +139,29 @@ class Trainer:
             worker_class=self.remote_worker_class,
         )
         self.config["num_workers"] = self.workers.num_workers
+        if self.config["input"] and self.env_creator is not None:
+            self._check_input_fits_env()
         self.optimizer = self.make_policy_optimizer(self.workers, self.config)
         self.after_init()
+
+    def _check_input_fits_env(self) -> None:
+        """The env evaluations play on must have the spaces of the recorded batches
+        (``input``), which the policies were made for."""
+        from hpcrl.evaluation.policy_evaluation import check_policy_fits_env
+
+        policies = self.workers.local_worker().policy_map
+        if len(policies) != 1:  # multi-agent batches: each policy has its own agents
+            return
+        fix = (
+            f"the batches in input {self.config['input']!r} were recorded with these; give "
+            "the env they were recorded on, or no env"
+        )
+        policy = next(iter(policies.values()))
+        try:
+            check_policy_fits_env(policy, self.config["env"], self.config["env_config"], fix)
+        except ValueError:
+            self.workers.stop()
+            raise
 
     # -- hooks (build_trainer replaces these) ----------------------------
     def validate_config(self, config: dict[str, Any]) -> None:

@@ -94,8 +94,8 @@ def resolve_env_creator(env: str | EnvCreator) -> EnvCreator | str:
         module, _, _ = env.partition(":")
         try:
             importlib.import_module(module)
-        except ImportError as err:
-            raise ValueError(f"cannot import module {module!r} for env {env!r}: {err}") from err
+        except Exception as err:  # an ImportError, or whatever the module raised
+            raise ValueError(import_error_message(module, f"env {env!r}", err)) from err
     env_id = env.split(":", 1)[-1]
     if is_atari_env_id(env_id):
         require_ale(env_id)
@@ -141,6 +141,18 @@ def newest_gymnasium_id(env: str) -> str | None:
     if newest is None or newest <= version:
         return None
     return get_env_id(namespace, name, newest)
+
+
+def import_error_message(module: str, what: str, err: Exception) -> str:
+    """One line on a module that failed to import for ``what`` (e.g. "env 'mymod:Env-v0'"):
+    its error, and for an error other than ImportError the command showing the traceback."""
+    reason = " ".join(str(err).split()) or "(no message)"
+    if isinstance(err, ImportError):
+        return f"cannot import module {module!r} for {what}: {reason}"
+    return (
+        f"cannot import module {module!r} for {what}: {type(err).__name__}: {reason} "
+        f"(python -c 'import {module}' shows where)"
+    )
 
 
 def _pettingzoo_module_creator(env: str) -> EnvCreator | None:

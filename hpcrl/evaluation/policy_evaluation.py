@@ -15,6 +15,8 @@ from hpcrl.evaluation.metrics import summarize_episodes
 from hpcrl.evaluation.reward_clipping import reward_clipper
 from hpcrl.policy.policy import Policy
 
+_FIX = "play it on the env it was trained on"
+
 
 def evaluate_policy(
     policy: Policy,
@@ -45,16 +47,9 @@ def evaluate_policy(
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-    envs = make_vector_env(
-        env,
-        num_episodes,
-        EnvContext(env_config or {}),
-        "auto",
-        preprocessor_pref=policy.config.get("preprocessor_pref", "deepmind"),
-        atari_preprocessing=atari_preprocessing_options(policy.config),
-    )
-    envs = normalize_vector_actions(envs, bool(policy.config.get("normalize_actions", False)))
+    envs = _evaluation_envs(policy, env, num_episodes, env_config)
     try:
+        _check_spaces(policy, envs, env)
         obs, _ = envs.reset(seed=seed)
         state = [
             np.repeat(np.asarray(s)[None], num_episodes, axis=0) for s in policy.get_initial_state()
@@ -96,6 +91,64 @@ def evaluate_policy(
         "episode_lengths": lengths,
         **summarize_episodes(returns, lengths),
     }
+
+
+def check_policy_fits_env(
+    policy: Policy,
+    env: str | Callable[..., Any],
+    env_config: dict[str, Any] | None = None,
+    fix: str = _FIX,
+) -> None:
+    """Raise ValueError when ``env`` (as ``evaluate_policy`` makes it) observes or acts in
+    spaces of another layout than ``policy`` was made for (their bounds aside); the
+    message ends with ``fix``."""
+    envs = _evaluation_envs(policy, env, 1, env_config)
+    try:
+        _check_spaces(policy, envs, env, fix)
+    finally:
+        envs.close()
+
+
+def _evaluation_envs(
+    policy: Policy, env: Any, num_envs: int, env_config: dict[str, Any] | None
+) -> gym.vector.VectorEnv:
+    envs = make_vector_env(
+        env,
+        num_envs,
+        EnvContext(env_config or {}),
+        "auto",
+        preprocessor_pref=policy.config.get("preprocessor_pref", "deepmind"),
+        atari_preprocessing=atari_preprocessing_options(policy.config),
+    )
+    return normalize_vector_actions(envs, bool(policy.config.get("normalize_actions", False)))
+
+
+def _check_spaces(policy: Policy, envs: gym.vector.VectorEnv, env: Any, fix: str = _FIX) -> None:
+    given = (envs.single_observation_space, envs.single_action_space)
+    expected = (policy.observation_space, policy.action_space)
+    if [_layout(space) for space in given] != [_layout(space) for space in expected]:
+        (obs, act), (policy_obs, policy_act) = (
+            [_describe(s) for s in p] for p in (given, expected)
+        )
+        raise ValueError(
+            f"env {env!r} observes {obs} and acts in {act}, but the policy was made to "
+            f"observe {policy_obs} and act in {policy_act}: {fix}"
+        )
+
+
+def _describe(space: gym.Space) -> str:
+    """A space in a few words: a Box by its shape (its bounds may be long arrays)."""
+    return f"Box{space.shape}" if isinstance(space, gym.spaces.Box) else repr(space)
+
+
+def _layout(space: gym.Space) -> Any:
+    """What a policy depends on in a space: its kind, shape and number of choices."""
+    if isinstance(space, gym.spaces.Dict):
+        return {key: _layout(sub) for key, sub in space.spaces.items()}
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(_layout(sub) for sub in space.spaces)
+    choices = getattr(space, "n", None), getattr(space, "nvec", None)
+    return type(space).__name__, space.shape, repr(choices)
 
 
 def evaluate_policies(

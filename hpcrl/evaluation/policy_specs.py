@@ -161,8 +161,10 @@ def import_object(path: str, what: str) -> Any:
         raise ValueError(f"{what} {path!r} must be written 'module:name'")
     try:
         target: Any = importlib.import_module(module)
-    except ImportError as err:
-        raise ValueError(f"cannot import module {module!r} for {what} {path!r}: {err}") from err
+    except Exception as err:  # an ImportError, or whatever the module raised
+        from hpcrl.env.registry import import_error_message
+
+        raise ValueError(import_error_message(module, f"{what} {path!r}", err)) from err
     for part in name.split("."):
         if not hasattr(target, part):
             raise ValueError(f"module {module!r} has no {name!r} (for {what} {path!r})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import struct
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -77,6 +78,7 @@ class BatchFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        _check_not_truncated(path)
         try:
             self.file = h5py.File(path, "r", libver="latest", swmr=True)
         except OSError as err:
@@ -161,6 +163,29 @@ class BatchFile:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _check_not_truncated(path: str) -> None:
+    """Raise ValueError for a file shorter than the end its HDF5 superblock records.
+
+    Opened for SWMR reading, HDF5 does not check this and retries reading the missing
+    metadata for minutes. A live or killed writer's file is never shorter: the
+    superblock is written after what it counts (``BatchWriter`` flushes).
+    """
+    with open(path, "rb") as f:
+        head = f.read(48)
+    # Superblock versions 2 and 3 (libver="latest") with 8-byte addresses: signature,
+    # version, sizes of offsets and lengths, flags, then base, extension and end-of-file
+    # addresses. Other files are left to h5py.
+    if head[:8] != b"\x89HDF\r\n\x1a\n" or len(head) < 36 or head[8] not in (2, 3) or head[9] != 8:
+        return
+    base, _, end = struct.unpack_from("<QQQ", head, 12)
+    size = os.path.getsize(path)
+    if size < base + end:
+        raise ValueError(
+            f"batch file {path!r} is truncated ({size} of its {base + end} bytes): remove it "
+            "from the input, or copy it again from where it was recorded"
+        )
 
 
 def _sample_batch(columns: dict[str, Any]) -> SampleBatch:

@@ -5,7 +5,8 @@ A trainer checkpoint (``Trainer.save()``) is a directory::
     checkpoint_000010/
       checkpoint.json           metadata only, for people and tools: format, format_version,
                                 algorithm, iteration, timesteps_total, counters, policy ids,
-                                config, file sizes (written last)
+                                config, every file's size and sha256, the sha256 of
+                                this metadata itself (written last)
       trainer_state.h5          trainer counters and metrics window, optimizer state,
                                 each rollout worker's state (episodes, env state,
                                 policy random generators), the driver's random generators
@@ -18,7 +19,9 @@ HDF5 files hold arrays as datasets and everything else as JSON attributes
 (``hpcrl.io.hdf5_tree``); loading reads JSON and arrays and never runs code.
 The directory is written as ``.checkpoint_000010.tmp-<pid>`` and renamed when
 every file is on disk (``fsync``), so a ``checkpoint_*`` directory is always
-complete. Every array and every optimizer's state (the policies', the
+complete; loading checks every file's size and sha256 (and the metadata's own)
+first, so a truncated or damaged file is an error naming it, never garbage loaded
+or an error from inside h5py. Every array and every optimizer's state (the policies', the
 policy optimizer's, data-parallel learners') is in the HDF5 files; the JSON
 holds metadata only. Observation filters are part of each policy's state (the
 remote workers' own in ``trainer_state.h5``), so ``Policy.from_checkpoint``
@@ -31,6 +34,7 @@ plays with the filter it was trained with.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib
 import json
 import os
@@ -98,7 +102,7 @@ def save_trainer_checkpoint(trainer: Trainer, parent_dir: str) -> str:
         "config": json_safe(trainer.config),
         "hpcrl_version": _hpcrl_version(),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
-        "files": _file_sizes(temporary),
+        **_file_sizes_and_digests(temporary),
     }
     _write_json(os.path.join(temporary, CHECKPOINT_JSON), meta)
     _fsync_dir(temporary)
@@ -125,14 +129,17 @@ def restore_trainer_checkpoint(trainer: Trainer, path: str) -> None:
     trainer.optimizer.restore_files(os.path.abspath(path))
 
 
-def read_checkpoint_meta(path: str) -> dict[str, Any]:
-    """``checkpoint.json`` of a trainer checkpoint, checked: format, version, file sizes.
+def read_checkpoint_meta(path: str, check_files: bool = True) -> dict[str, Any]:
+    """``checkpoint.json`` of a trainer checkpoint, checked: format, version and (with
+    ``check_files``) the sizes and sha256 of its files.
 
     Raises:
-        CheckpointError: not a complete checkpoint, a newer format, or a truncated file.
+        CheckpointError: not a complete checkpoint, a newer format, or a truncated,
+            damaged or missing file.
     """
     meta = _read_json(path, CHECKPOINT_JSON, CHECKPOINT_FORMAT)
-    _check_sizes(path, meta)
+    if check_files:
+        _check_files(path, meta)
     return meta
 
 
@@ -149,15 +156,31 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
 
 
 def latest_checkpoint(directory: str) -> str | None:
-    """The newest complete checkpoint in ``directory`` that passes its checks, or None."""
-    for _, path in reversed(list_checkpoints(directory)):
-        try:
-            read_checkpoint_meta(path)
-        except CheckpointError as err:
-            print(f"hpcrl: skipping checkpoint {path}: {err}", file=sys.stderr)
-            continue
-        return path
-    return None
+    """The newest checkpoint in ``directory`` (``checkpoint_<iteration>``), checked; None
+    when there is none (a save that was interrupted leaves none: see above).
+
+    Raises:
+        CheckpointError: the newest one fails its checks. It is not skipped for an
+            earlier one: resuming from that would overwrite it and the results after
+            it; the message names what to move away to do so.
+    """
+    directory = os.path.abspath(os.path.expanduser(directory))
+    found = sorted(
+        (int(match.group(1)), os.path.join(directory, name))
+        for name in (os.listdir(directory) if os.path.isdir(directory) else [])
+        if (match := _CHECKPOINT_NAME.match(name)) and os.path.isdir(os.path.join(directory, name))
+    )
+    if not found:
+        return None
+    path = found[-1][1]
+    try:
+        read_checkpoint_meta(path)
+    except CheckpointError as err:
+        earlier = f"from {os.path.basename(found[-2][1])}" if len(found) > 1 else "afresh"
+        raise CheckpointError(
+            f"{err} (to resume {earlier}, move {path!r} out of {directory!r})"
+        ) from None
+    return path
 
 
 def prune_checkpoints(directory: str, keep_num: int | None, keep: str | None = None) -> None:
@@ -194,8 +217,10 @@ def load_policy_checkpoint(
 ) -> Policy:
     """The policy in a policy checkpoint, or policy ``policy_id`` of a trainer checkpoint."""
     path = os.path.abspath(os.path.expanduser(checkpoint_dir))
-    if os.path.isfile(os.path.join(path, CHECKPOINT_JSON)):
-        meta = read_checkpoint_meta(path)
+    if os.path.isfile(os.path.join(path, CHECKPOINT_JSON)) or os.path.isdir(
+        os.path.join(path, "policies")  # a trainer checkpoint whose checkpoint.json is lost
+    ):
+        meta = read_checkpoint_meta(path, check_files=False)  # the policy's files: below
         policy_id = policy_id or DEFAULT_POLICY_ID
         if policy_id not in meta["policies"]:
             raise CheckpointError(
@@ -203,7 +228,7 @@ def load_policy_checkpoint(
             )
         path = os.path.join(path, "policies", policy_id)
     meta = _read_json(path, POLICY_JSON, POLICY_FORMAT)
-    _check_sizes(path, meta)
+    _check_files(path, meta)
     cls = policy_class or _import_class(meta["policy_class"], path)
     config = {**meta["config"], **(config_overrides or {})}
     policy = cls(
@@ -225,6 +250,7 @@ def _write_policy(policy: Policy, state: dict[str, Any], directory: str) -> None
         "config": json_safe(policy.config),
         "hpcrl_version": _hpcrl_version(),
         "files": {POLICY_STATE: os.path.getsize(os.path.join(directory, POLICY_STATE))},
+        "sha256": {POLICY_STATE: _sha256(os.path.join(directory, POLICY_STATE))},
     }
     _write_json(os.path.join(directory, POLICY_JSON), meta)
 
@@ -262,6 +288,14 @@ def _import_class(class_path: str, where: str) -> type:
             f"the policy class {class_path!r} recorded in {where!r} is not found; call "
             "YourPolicyClass.from_checkpoint(...) with the class instead"
         )
+    from hpcrl.policy.policy import Policy  # here: hpcrl.policy imports this module
+
+    # A checkpoint from elsewhere may name any importable class: build only Policies.
+    if not issubclass(cls, Policy):
+        raise CheckpointError(
+            f"the policy class {class_path!r} recorded in {where!r} is not a Policy subclass; "
+            "call YourPolicyClass.from_checkpoint(...) with the class instead"
+        )
     return cls
 
 
@@ -284,6 +318,8 @@ def _read_h5(directory: str, name: str) -> dict[str, Any]:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
+    data = json.loads(json.dumps(data))  # as it reads back (int keys become strings)
+    data["meta_sha256"] = _meta_digest(data)
     with open(path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.flush()
@@ -296,13 +332,15 @@ def _read_json(directory: str, name: str, expected_format: str) -> dict[str, Any
         parent, base = os.path.split(os.path.normpath(directory))
         if os.path.isdir(parent) and any(n.startswith(f".{base}.tmp-") for n in os.listdir(parent)):
             detail = "not complete: its save was interrupted"
+        elif any(os.path.exists(os.path.join(directory, n)) for n in (TRAINER_STATE, POLICY_STATE)):
+            detail = "damaged (its other files are there); use an earlier checkpoint"
         else:
             detail = "not a checkpoint directory"
         raise CheckpointError(f"{path!r} does not exist: {directory!r} is {detail}")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise CheckpointError(f"cannot parse {path!r} ({err}); use an earlier checkpoint") from None
     if not isinstance(meta, dict) or meta.get("format") != expected_format:
         found = meta.get("format") if isinstance(meta, dict) else None
@@ -313,10 +351,20 @@ def _read_json(directory: str, name: str, expected_format: str) -> dict[str, Any
             f"{path!r} has format version {version!r}; this hpcrl reads versions up to "
             f"{FORMAT_VERSION}: upgrade hpcrl to load it"
         )
+    # Checkpoints written before digests were recorded have neither; one alone is damage.
+    if ("meta_sha256" in meta or "sha256" in meta) and meta.get("meta_sha256") != _meta_digest(
+        {key: value for key, value in meta.items() if key != "meta_sha256"}
+    ):
+        raise CheckpointError(
+            f"{path!r} is damaged (its content does not match its meta_sha256); use an earlier "
+            "checkpoint"
+        )
     return meta
 
 
-def _check_sizes(directory: str, meta: dict[str, Any]) -> None:
+def _check_files(directory: str, meta: dict[str, Any]) -> None:
+    """Every file ``meta`` lists has its size and (when recorded) its sha256."""
+    digests = meta.get("sha256", {})
     for name, size in meta.get("files", {}).items():
         path = os.path.join(directory, name)
         actual = os.path.getsize(path) if os.path.isfile(path) else None
@@ -325,15 +373,36 @@ def _check_sizes(directory: str, meta: dict[str, Any]) -> None:
             raise CheckpointError(
                 f"{path!r} is truncated or damaged ({state}); use an earlier checkpoint"
             )
+        if name in digests and _sha256(path) != digests[name]:
+            raise CheckpointError(
+                f"{path!r} is damaged (its sha256 differs from the one recorded when it was "
+                "written); use an earlier checkpoint"
+            )
 
 
-def _file_sizes(directory: str) -> dict[str, int]:
-    sizes = {}
+def _file_sizes_and_digests(directory: str) -> dict[str, dict[str, Any]]:
+    """``files`` (name: size) and ``sha256`` (name: hex digest) of every file under
+    ``directory``, for its ``checkpoint.json``."""
+    sizes, digests = {}, {}
     for root, _, names in os.walk(directory):
         for name in names:
             path = os.path.join(root, name)
             sizes[os.path.relpath(path, directory)] = os.path.getsize(path)
-    return sizes
+            digests[os.path.relpath(path, directory)] = _sha256(path)
+    return {"files": sizes, "sha256": digests}
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of the metadata as JSON (keys sorted), whitespace aside."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 def _replace_dir(source: str, target: str) -> None:

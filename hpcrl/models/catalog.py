@@ -249,9 +249,43 @@ def merge_model_config(model_config: dict[str, Any] | None) -> dict[str, Any]:
             close = difflib.get_close_matches(str(key), list(MODEL_DEFAULTS), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {list(MODEL_DEFAULTS)}"
             raise ValueError(f"unknown model config key {key!r}; {hint}")
+        _check_model_value(key, model_config[key])
     config = copy.deepcopy(MODEL_DEFAULTS)
     config.update(model_config)
     return config
+
+
+# Model keys that are None by default, and what they take when set (classes are
+# checked by _lookup when the model is built).
+_OPTIONAL_MODEL_TYPES: dict[str, tuple[type, ...]] = {
+    "custom_model": (str, type),
+    "custom_action_dist": (str, type),
+    "conv_filters": (list, tuple),
+    "dim": (int,),
+}
+# Model keys that are sizes: ints >= 1 (lists of them for the hidden layers).
+_MODEL_SIZES = ("fcnet_hiddens", "post_fcnet_hiddens", "lstm_cell_size", "max_seq_len", "dim")
+
+
+def _check_model_value(key: str, value: Any) -> None:
+    """Raise ValueError for a model key's value of the wrong type, or a size < 1."""
+    default = MODEL_DEFAULTS[key]
+    if default is None:
+        if value is None:
+            return
+        expected = _OPTIONAL_MODEL_TYPES[key]
+    else:
+        expected = (list, tuple) if isinstance(default, list) else (type(default),)
+    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+        names = " or ".join(t.__name__ for t in expected)
+        raise ValueError(
+            f"model config key {key!r} must be {names}, got {type(value).__name__} {value!r}"
+        )
+    if key in _MODEL_SIZES:
+        sizes = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+            what = "a list of ints >= 1" if isinstance(value, (list, tuple)) else "an int >= 1"
+            raise ValueError(f"model config key {key!r} must be {what}, got {value!r}")
 
 
 def _lookup(custom: Any, registry: dict[str, type], base: type, kind: str) -> type:

@@ -170,7 +170,7 @@ class ReplaySlots:
         if proportion > 0 and num_slots < 1:
             raise ValueError(
                 f"replay_proportion={proportion} needs replay_buffer_num_slots >= 1, got "
-                f"{num_slots}"
+                f"{num_slots}: set replay_buffer_num_slots (e.g. 100), or replay_proportion 0"
             )
         self.num_slots = num_slots
         self.proportion = proportion

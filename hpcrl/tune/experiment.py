@@ -23,6 +23,7 @@ from hpcrl.tune.trial_files import (
     DEFAULT_LOCAL_DIR,
     config_changes,
     find_trial,
+    kept_results,
     read_trial_state,
     trial_prefix,
     truncate_results,
@@ -109,6 +110,10 @@ class Experiment:
             self.finished = state
             self.trainer = None
             return
+        if self.resumed:  # a damaged newest checkpoint is an error before any worker starts
+            from hpcrl.io.checkpoint import latest_checkpoint
+
+            self.resumed_from = latest_checkpoint(self.trial_dir)
         self.trainer = trainer_class(config)
         self.trainer.logdir = self.trial_dir
         evaluated = [key for key in self.stop if key.startswith(EVALUATION_PREFIX)]
@@ -126,15 +131,13 @@ class Experiment:
                     f"params.json in {changed}; the new values apply from here on",
                     stacklevel=2,
                 )
-            from hpcrl.io.checkpoint import latest_checkpoint
-
-            self.resumed_from = latest_checkpoint(self.trial_dir)
-            if self.resumed_from is not None:
-                try:
+            try:
+                if self.resumed_from is not None:
                     self.trainer.restore(self.resumed_from)
-                except BaseException:
-                    self.trainer.stop()
-                    raise
+                kept_results(self.trial_dir, self.trainer.iteration)  # raises for damaged lines
+            except BaseException:
+                self.trainer.stop()
+                raise
 
     def run(self) -> dict[str, Any]:
         """Train until a stop criterion is reached; returns the last result

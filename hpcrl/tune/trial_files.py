@@ -6,6 +6,7 @@ import csv
 import datetime
 import io
 import json
+import math
 import os
 import re
 from typing import Any
@@ -54,8 +55,17 @@ def read_trial_state(trial_dir: str) -> dict[str, Any]:
     path = os.path.join(trial_dir, TRIAL_STATE)
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except ValueError as err:  # bad JSON, or bytes that are not UTF-8
+        state = err
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"cannot read {path!r} ({state}): it is damaged; delete it to resume the trial "
+            "from its newest checkpoint"
+        )
+    return state
 
 
 def find_trial(experiment_dir: str, prefix: str) -> str | None:
@@ -90,25 +100,56 @@ def config_changes(trial_dir: str, config: dict[str, Any]) -> list[str]:
 
 def truncate_results(trial_dir: str, iteration: int) -> None:
     """Drop the ``result.json`` lines and ``progress.csv`` rows of iterations after
-    ``iteration`` (they are trained again after a resume)."""
+    ``iteration`` (they are trained again after a resume); see ``kept_results``."""
+    for path, text in kept_results(trial_dir, iteration).items():
+        rewrite_file(path, text)
+
+
+def kept_results(trial_dir: str, iteration: int) -> dict[str, str]:
+    """What ``truncate_results`` leaves of ``result.json`` and ``progress.csv``: their
+    lines up to ``iteration``. A last line that cannot be read was cut short by a kill
+    as it was written, and goes too.
+
+    Raises:
+        ValueError: another line cannot be read, naming it (nothing is changed).
+    """
+    kept = {}
     path = os.path.join(trial_dir, "result.json")
     if os.path.exists(path):
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             lines = [line for line in f if line.strip()]
-        kept = [line for line in lines if _iteration(json.loads(line)) <= iteration]
-        rewrite_file(path, "".join(kept))
+        iterations = _iterations(path, lines, lambda line: _iteration(json.loads(line)))
+        kept[path] = "".join(line for line, i in zip(lines, iterations) if i <= iteration)
     path = os.path.join(trial_dir, "progress.csv")
     if os.path.exists(path):
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
             rows = list(csv.reader(f))
         if rows:
             column = rows[0].index("training_iteration") if "training_iteration" in rows[0] else 0
-            kept_rows = [rows[0]] + [r for r in rows[1:] if int(float(r[column])) <= iteration]
+            iterations = _iterations(path, rows[1:], lambda row: int(float(row[column])))
+            kept_rows = [rows[0]] + [r for r, i in zip(rows[1:], iterations) if i <= iteration]
             if len(kept_rows) == 1:
                 kept_rows = []  # a fresh start writes the header again
             text = io.StringIO(newline="")
             csv.writer(text).writerows(kept_rows)
-            rewrite_file(path, text.getvalue())
+            kept[path] = text.getvalue()
+    return kept
+
+
+def _iterations(path: str, lines: list[Any], read: Any) -> list[float]:
+    """The iteration of each line (infinite for a last line cut short)."""
+    iterations: list[float] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            iterations.append(read(line))
+        except (ValueError, IndexError, AttributeError) as err:
+            if number < len(lines):
+                raise ValueError(
+                    f"line {number} of {path!r} is damaged ({err}); repair or delete that line "
+                    "to resume the trial"
+                ) from None
+            iterations.append(math.inf)
+    return iterations
 
 
 def _iteration(result: dict[str, Any]) -> int:

@@ -54,9 +54,9 @@ def test_checkpoint_holds_one_file_per_shard_and_resumes(tmp_path):
     "config, message",
     [
         ({"num_workers": 0}, "num_workers must be >= 1"),
-        ({"num_replay_buffer_shards": 0}, "num_replay_buffer_shards must be >= 1"),
+        ({"num_replay_buffer_shards": 0}, "'num_replay_buffer_shards' must be >= 1"),
         ({"training_intensity": 2.0}, "training_intensity does not apply to Ape-X"),
-        ({"max_weight_sync_delay": 0}, "max_weight_sync_delay must be >= 1"),
+        ({"max_weight_sync_delay": 0}, "'max_weight_sync_delay' must be >= 1"),
     ],
 )
 def test_bad_config_is_a_clear_error(config, message):

@@ -69,8 +69,8 @@ def test_checkpoint_holds_parameters_statistics_and_adam_not_the_noise(tmp_path)
 @pytest.mark.parametrize(
     "trainer_class, config, message",
     [
-        (ESTrainer, {"noise_stdev": 0.0}, "noise_stdev must be > 0"),
-        (ESTrainer, {"eval_prob": 1.5}, r"eval_prob must be in \[0, 1\]"),
+        (ESTrainer, {"noise_stdev": 0.0}, "'noise_stdev' must be > 0"),
+        (ESTrainer, {"eval_prob": 1.5}, r"'eval_prob' must be in \[0, 1\]"),
         (ESTrainer, {"episodes_per_batch": 1}, "episodes_per_batch must be >= 2"),
         (ARSTrainer, {"num_rollouts": 4, "rollouts_used": 5}, "rollouts_used must be between"),
         (ARSTrainer, {"observation_filter": "Nope"}, "observation_filter must be"),
