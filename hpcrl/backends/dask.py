@@ -11,6 +11,12 @@ Where the workers come from:
   Dask worker that holds no other actor of this backend, and leaves the
   cluster running at ``shutdown()``.
 
+With ``security`` (``dask_security`` in the config, ``--dask-tls-*`` on the
+command line; see ``hpcrl.backends.dask_tls``) every connection uses TLS: the
+local cluster is started with ``protocol="tls"``, and a joined scheduler must
+accept hpcrl's certificate. Joining fails within ``timeout_s`` (at most 30 s)
+with a ConnectionError naming the cause and the fix.
+
 Each actor is hosted by an ``ActorHost`` Dask actor, which runs the actor's
 methods in the Dask worker's actor thread and sends an exception back with
 its traceback; it reaches the driver as ``RemoteError`` naming the actor and
@@ -54,6 +60,7 @@ from hpcrl.backends.base import (
 )
 
 try:
+    import dask.config
     import distributed
     from distributed.protocol import Serialized, serialize
 except ImportError as _err:  # pragma: no cover - depends on the installation
@@ -61,6 +68,7 @@ except ImportError as _err:  # pragma: no cover - depends on the installation
         "backend='dask' needs dask and distributed: `pip install -e .[dask]` "
         f"(or `pip install dask distributed`); import failed with: {_err}"
     ) from _err
+from hpcrl.backends.dask_tls import connect_client, make_security  # noqa: E402 - needs distributed
 
 # How long a failed call waits for the scheduler to confirm that the worker left.
 LOSS_CONFIRM_S = 5.0
@@ -186,11 +194,15 @@ class DaskBackend(Backend):
             worker (None: wait forever).
         num_torch_threads: torch threads per worker process (default 1).
         dashboard_address: where the local cluster serves its dashboard.
+        security: the ``dask_security`` config: TLS files and options (see
+            ``hpcrl.backends.dask_tls``); None: Dask's own configuration.
         verbose: print the cluster, dashboard and lost-worker lines.
 
     Example::
 
         backend = DaskBackend()               # or DaskBackend("tcp://head:8786")
+        # TLS: DaskBackend("tls://head:8786", security={"tls_ca_file": "ca.pem",
+        #          "tls_client_cert": "cert.pem", "tls_client_key": "key.pem"})
         actors = backend.spawn(Counter, count=2)
         backend.get(backend.call(actors, "add", 1))
         backend.shutdown()
@@ -206,6 +218,7 @@ class DaskBackend(Backend):
         timeout_s: float | None = None,
         num_torch_threads: int | None = None,
         dashboard_address: str = "127.0.0.1:8787",
+        security: Mapping[str, Any] | None = None,
         verbose: bool = True,
     ) -> None:
         if address is not None and not isinstance(address, str):
@@ -223,24 +236,24 @@ class DaskBackend(Backend):
         self._wakeup: asyncio.Event | None = None
         self._watched: set[str] = set()  # Dask workers whose events this backend follows
         self._closed = False
+        self.security = make_security(security, local_cluster=address is None)
         if address is None:
-            self.cluster = start_local_cluster(num_workers or 0, dashboard_address)
+            self.cluster = start_local_cluster(
+                num_workers or 0, dashboard_address, security=self.security
+            )
             self.address = self.cluster.scheduler_address
             self._say(_cluster_line(self.cluster))
         try:
-            self.client = distributed.Client(
+            self.client = connect_client(
                 self.cluster or address,
+                self.security,
+                timeout_s=30 if timeout_s is None else min(timeout_s, 30),
                 direct_to_workers=True,
-                timeout=30 if timeout_s is None else min(timeout_s, 30),
             )
-        except (OSError, TimeoutError) as err:
+        except ConnectionError:
             if self.cluster is not None:
                 self.cluster.close()
-            raise ConnectionError(
-                f"could not connect to the Dask scheduler at {address!r} ({err}); check the "
-                "address (the scheduler prints it as 'Scheduler at: tcp://...') and that this "
-                "machine can reach it, or leave dask_address unset to start a local cluster"
-            ) from err
+            raise
         atexit.register(self.shutdown)
 
     # -- actors ----------------------------------------------------------
@@ -660,10 +673,30 @@ def _release(actor: DaskActor) -> None:
     actor._handle = None
 
 
-def start_local_cluster(num_workers: int, dashboard_address: str | None = None) -> Any:
+# Dask configuration the workers of a local cluster get over this process's (see
+# start_local_cluster).
+WORKER_CONFIG = {"distributed": {"worker": {"profile": {"enabled": False}}}}
+
+
+def local_worker_config() -> dict[str, Any]:
+    """This process's Dask configuration with ``WORKER_CONFIG`` over it. Whole: a
+    ``Nanny`` merges its ``config`` over the process's only at the top level."""
+    return dask.config.merge(dask.config.config, WORKER_CONFIG)
+
+
+def start_local_cluster(
+    num_workers: int, dashboard_address: str | None = None, security: Any = None
+) -> Any:
     """A ``distributed.LocalCluster`` as hpcrl runs one: ``num_workers`` worker
     processes of one thread each, scheduler (and dashboard, None: no dashboard)
-    on 127.0.0.1, Dask's log lines below ERROR not shown."""
+    on 127.0.0.1, Dask's log lines below ERROR not shown; with ``security`` (a
+    ``distributed.security.Security``, see ``dask_tls.make_security``), over TLS.
+
+    The workers' statistical profiler is off: it keeps the call trees of the last
+    1000 one-second cycles (``distributed.admin.low-level-log-length``), which grew
+    a rollout worker by ~4 MiB a minute over the first ~17 minutes of a run
+    (benchmarks/soak.py)."""
+    tls = {} if security is None else {"protocol": "tls", "security": security}
     with warnings.catch_warnings():
         # "Port 8787 is already in use": another port is taken, and printed below.
         warnings.simplefilter("ignore", UserWarning)
@@ -674,6 +707,8 @@ def start_local_cluster(num_workers: int, dashboard_address: str | None = None) 
             host="127.0.0.1",
             dashboard_address=dashboard_address,
             silence_logs=logging.ERROR,
+            config=local_worker_config(),
+            **tls,
         )
 
 

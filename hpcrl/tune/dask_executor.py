@@ -107,6 +107,8 @@ class DaskExecutor(TrialExecutor):
         max_concurrent_trials: at most this many trials at once.
         dask_address: a running scheduler to join (default: start a LocalCluster).
         cluster: a cluster object to use (it is closed at the end).
+        dask_security: TLS for the cluster joined or started (the ``dask_security``
+            config, see ``hpcrl.backends.dask_tls``); None: Dask's configuration.
     """
 
     def __init__(
@@ -115,8 +117,14 @@ class DaskExecutor(TrialExecutor):
         max_concurrent_trials: int | None = None,
         dask_address: str | None = None,
         cluster: Any = None,
+        dask_security: dict[str, Any] | None = None,
     ) -> None:
         distributed = _require_distributed()
+        from hpcrl.backends.dask_tls import connect_client, make_security
+
+        security = make_security(
+            dask_security, local_cluster=cluster is None and dask_address is None
+        )
         self.resources = check_resources(resources_per_trial)
         if max_concurrent_trials is not None and max_concurrent_trials < 1:
             raise ValueError(f"max_concurrent_trials must be >= 1, got {max_concurrent_trials}")
@@ -130,10 +138,10 @@ class DaskExecutor(TrialExecutor):
                 workers = min(workers, max_concurrent_trials)
             from hpcrl.backends.dask import start_local_cluster
 
-            self._own_cluster = start_local_cluster(workers)
+            self._own_cluster = start_local_cluster(workers, security=security)
             self._where = f"LocalCluster of {workers} workers"
         address = dask_address if dask_address is not None else self._own_cluster
-        self.client = distributed.Client(address, set_as_default=False)
+        self.client = connect_client(address, security, timeout_s=30, set_as_default=False)
         if self._own_cluster is None:
             threads = sum(self.client.nthreads().values())
             self._slots = max(1, int(threads // max(1.0, self.resources["cpu"])))

@@ -1,5 +1,5 @@
 """slurm/dask_jobqueue_cluster.py against a real one-node Slurm: Dask workers as Slurm
-jobs, hpcrl joining them with --dask-address, the jobs ended afterwards."""
+jobs, hpcrl joining them with --dask-address over TLS, the jobs ended afterwards."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def test_trains_on_dask_workers_started_as_slurm_jobs(slurm, tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode == 0, log
     assert "#SBATCH" in log and "2 of 2 Dask workers joined" in log
+    assert "Dask scheduler at tls://" in log and "--tls-cert" in log  # a certificate made here
+    assert not list((tmp_path / "logs").glob(".hpcrl-dask-tls-*"))  # and removed
     assert "done: stopped by training_iteration after 2 iterations" in out.stdout
     params = next((tmp_path / "results").glob("*/*/params.json")).read_text()
     assert '"backend": "dask"' in params and '"num_workers": 2' in params
