@@ -32,6 +32,16 @@ naming the rank and carrying its traceback. An exception that leaves rank 0
 uncaught ends the whole job at once (``Abort``) with a non-zero exit code,
 so no rank is left waiting. A call not answered within ``timeout_s`` raises
 ``WorkerTimeoutError`` naming the rank(s).
+
+A rank whose process ends (SIGKILL, the out-of-memory killer, a crash) ends
+the job too. MPI does not report it, but its lifeline, an idle TCP
+connection to rank 0, closes (see ``hpcrl.backends.mpi_lifelines``): a
+thread on rank 0 logs which rank died, with its role, pid and host, and calls
+``Abort``; a thread on each worker rank does the same when rank 0 dies. So
+the job ends within seconds even where the launcher would leave the other
+ranks waiting (``srun`` without ``--kill-on-bad-exit``). The backend also
+logs each rank's role, pid and host when it starts (INFO, logger
+``hpcrl.backends.mpi``).
 """
 
 from __future__ import annotations
@@ -39,11 +49,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copyreg
+import functools
 import io
 import itertools
+import logging
 import os
 import pickle
 import signal
+import socket
 import struct
 import sys
 import threading
@@ -65,7 +78,10 @@ from hpcrl.backends.base import (
     WorkerTimeoutError,
     picklable_error,
 )
+from hpcrl.backends.mpi_lifelines import DriverLifelines, WorkerLifeline
 from hpcrl.policy.sample_batch import SampleBatch, _rebuild_sample_batch
+
+logger = logging.getLogger("hpcrl.backends.mpi")
 
 TAG_REQUEST = 11
 TAG_RESULT = 12
@@ -75,6 +91,8 @@ TAG_STREAM = 13  # a stream's results, sent by worker ranks unasked (see MPIStre
 BROADCAST = -2
 REDUCE = -3
 NOT_TARGETED = -1
+# a worker rank whose lifeline to rank 0 closed waits this long for the shutdown request
+DRIVER_LOST_GRACE_S = 10.0
 
 LAUNCH_HINT = (
     "run the program under an MPI launcher with one rank for the driver plus one per "
@@ -395,9 +413,14 @@ class MPIBackend(Backend):
         self.comm = comm.Dup()
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
+        # (pid, host) of every rank, for messages about it; then the lifelines
+        processes = self.comm.gather((os.getpid(), socket.gethostname()), root=0)
         if self.rank != 0:
-            serve(self.comm)
+            serve(self.comm, WorkerLifeline.open(self.comm))
             raise SystemExit(0)
+        self._processes: list[tuple[int, str]] = processes
+        self._lifelines = DriverLifelines.open(self.comm)
+        logger.info("%s", self._describe(0))
         self.timeout_s = timeout_s
         self._free_ranks = list(range(1, self.size))
         self._actors: list[MPIActor] = []
@@ -414,6 +437,7 @@ class MPIBackend(Backend):
         self._stream_received: dict[int, int] = {}  # start id -> results received
         self._streams: list[MPIStream] = []
         _abort_on_uncaught_exception(self.comm)
+        self._lifelines.watch(self._on_ranks_ended)
         atexit.register(self.shutdown)
 
     # -- actors ----------------------------------------------------------
@@ -439,6 +463,8 @@ class MPIBackend(Backend):
         futures = [self._request(actor.rank, "__spawn__", (cls, args, kwargs)) for actor in actors]
         self.get(futures)
         self._actors.extend(actors)
+        for actor in actors:
+            logger.info("%s", self._describe(actor.rank))
         return actors
 
     def call(
@@ -561,7 +587,32 @@ class MPIBackend(Backend):
             for rank in range(1, self.size):
                 self._outbox.send(("__shutdown__", -1, None, None), rank, TAG_REQUEST)
             self._outbox.flush(60.0)
+            self._lifelines.close()
             atexit.unregister(self.shutdown)
+
+    # -- lost ranks ------------------------------------------------------
+    def _describe(self, rank: int) -> str:
+        """``MPI rank 1 (rollout worker, pid 4242 on node7)``."""
+        if rank == 0:
+            role = "driver"
+        else:
+            role = next((a.role for a in self._actors if a.rank == rank), "no actor")
+        pid, host = self._processes[rank]
+        return f"MPI rank {rank} ({role}, pid {pid} on {host})"
+
+    def _on_ranks_ended(self, ranks: list[int]) -> None:
+        """The lifelines of ``ranks`` closed: their processes ended; end the job
+        (unless it is shutting down, when the worker ranks exit)."""
+        if self._closed:
+            return
+        dead = ", ".join(self._describe(rank) for rank in ranks)
+        _abort(
+            self.comm,
+            f"{dead} died (its process ended: killed, e.g. by SIGKILL or the out-of-memory "
+            "killer, or crashed); an MPI job cannot replace a rank, so rank 0 ends the job. "
+            "To go on from the newest checkpoint, run the same command with --resume "
+            "(in Slurm: slurm/preemptible.sh with --requeue-on-failure)",
+        )
 
     # -- messages --------------------------------------------------------
     def _request(self, rank: int, method: str, payload: Any) -> MPIFuture:
@@ -767,14 +818,18 @@ class _Backoff:
         self.sleep_s = min(self.max_sleep_s, self.sleep_s * 2)
 
 
-def serve(comm: Any) -> None:
+def serve(comm: Any, lifeline: WorkerLifeline) -> None:
     """The loop of a worker rank: run the requests of rank 0 until shutdown.
 
     Exceptions of the actor go back to rank 0; anything else that goes wrong
-    here ends the whole job (``Abort``) rather than leave rank 0 waiting.
+    here ends the whole job (``Abort``) rather than leave rank 0 waiting, and
+    so does rank 0's death (``lifeline``) rather than leave this rank waiting.
     """
     _leave_preemption_signals_to_the_driver()
     server = _Server(comm)
+    lifeline.watch(
+        functools.partial(server.driver_lost, lifeline.driver), grace_s=DRIVER_LOST_GRACE_S
+    )
     status = _import_mpi().Status()
     try:
         while True:
@@ -823,10 +878,21 @@ class _Server:
         self.stream: tuple | None = None
         self.credits = 0
         self.streamed = 0
+        self.shutting_down = False
+
+    def driver_lost(self, driver: str) -> None:
+        """Rank 0's lifeline closed a grace period ago: end the job unless it shut down."""
+        if not self.shutting_down:
+            _abort(
+                self.comm,
+                f"MPI rank {self.comm.Get_rank()}: {driver}, the driver, died (its connection "
+                "closed and no shutdown came); this rank ends the job",
+            )
 
     def handle(self, method: str, call_id: int, payload: Any, bcast_nbytes: int | None) -> bool:
         """Carry out one request; False once the driver has shut the job down."""
         if method == "__shutdown__":
+            self.shutting_down = True
             self._stop_actor()
             # The driver received every answer before it shut down (or gave up on them).
             self.outbox.flush(10.0)
@@ -987,6 +1053,19 @@ def _next_request(comm: Any, status: Any) -> tuple:
         if found:
             return message
         backoff.pause()
+
+
+def _abort(comm: Any, message: str) -> None:
+    """Log ``message`` and end every rank of the job (non-zero exit); called from a
+    lifeline's thread. ``Abort`` from a thread needs MPI_THREAD_MULTIPLE (mpi4py's
+    default); with less, this process exits and the lifelines or the launcher end
+    the others."""
+    logger.critical("hpcrl: %s", message)
+    sys.stderr.flush()
+    time.sleep(0.2)  # let the launcher forward the message before the abort
+    if _import_mpi().Query_thread() == _import_mpi().THREAD_MULTIPLE:
+        comm.Abort(1)
+    os._exit(1)
 
 
 def _set_torch_threads(raw_comm: Any, num_threads: int | None) -> None:

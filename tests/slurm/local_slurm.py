@@ -188,6 +188,16 @@ class LocalSlurm:
             fields[key] = value
         return fields
 
+    def task_pid(self, job_id: str, step: str, task: int) -> int | None:
+        """The pid of task (rank) ``task`` of step ``step`` of a running job, from
+        ``scontrol listpids``; None while it has not started."""
+        out = _run(["scontrol", "listpids", job_id], env=self.env)
+        for line in out.stdout.splitlines()[1:]:  # PID JOBID STEPID LOCALID GLOBALID
+            fields = line.split()
+            if len(fields) == 5 and fields[2] == step and fields[4] == str(task):
+                return int(fields[0])
+        return None
+
     def scancel(self, *args: str) -> None:
         out = _run(["scancel", *args], env=self.env)
         assert out.returncode == 0, out.stderr
