@@ -67,6 +67,12 @@ CHUNKS_PER_BATCH = 4
 _MIN_CHUNK_BYTES = 4 * 1024
 _MAX_CHUNK_BYTES = 1024 * 1024
 _JSON_CHUNK_BYTES = 64 * 1024
+# HDF5's chunk cache, per dataset: none. A writer never reads back, and HDF5 writes
+# uncached chunks straight to the file (a filtered partial chunk is read back once,
+# to be completed). HDF5 2.0's default of 8 MiB a dataset made a worker's writer of
+# 16 columns grow by ~130 MiB over the first ~15 minutes of a run
+# (benchmarks/soak.py), and wrote no faster (benchmarks/hdf5_io.py).
+CHUNK_CACHE_BYTES = 0
 _file_numbers = itertools.count()
 
 
@@ -230,7 +236,7 @@ class BatchWriter:
             f"{next(_file_numbers):04d}.h5"
         )
         self.path = os.path.join(self.directory, name)
-        f = h5py.File(self.path + ".tmp", "w", libver="latest")
+        f = h5py.File(self.path + ".tmp", "w", libver="latest", rdcc_nbytes=CHUNK_CACHE_BYTES)
         f.attrs.update(
             {
                 "format": FORMAT,

@@ -275,3 +275,22 @@ def test_worker_reads_input_instead_of_envs(tmp_path):
         np.testing.assert_array_equal(got["obs"], expected["obs"])
         np.testing.assert_allclose(got["advantages"], expected["advantages"])
     assert reader_worker.get_metrics()["episode_returns"].size == 0
+
+
+def test_writer_keeps_no_chunk_cache(tmp_path):
+    # HDF5 2.0 gives each dataset an 8 MiB chunk cache by default: a worker's writer
+    # of 16 columns grew by ~130 MiB over a soak (benchmarks/soak.py).
+    from hpcrl.io.batch_writer import CHUNK_CACHE_BYTES
+
+    batch = every_column_type(300)
+    with BatchWriter(str(tmp_path)) as writer:
+        for _ in range(3):
+            writer.write(batch)
+        datasets = []
+        writer._file.visititems(
+            lambda _, item: datasets.append(item) if isinstance(item, h5py.Dataset) else None
+        )
+        caches = [d.id.get_access_plist().get_chunk_cache() for d in datasets]
+    assert CHUNK_CACHE_BYTES == 0
+    assert len(caches) > 5
+    assert all(nbytes == 0 for _, nbytes, _ in caches), caches
