@@ -24,6 +24,12 @@ least ``preemption_min_fraction`` of it, stops once that fraction of the
 workers has finished theirs (counted in the process group's store).
 ``should_stop_sampling`` is the rule.
 
+A lost worker (Dask; under MPI a lost rank ends the job) is re-created: the
+others leave the group, every worker takes a survivor's weights and
+optimizer state, a new group is formed and the iteration runs again
+(``DDPPOOptimizer._recover``; ``recreate_failed_workers`` and
+``max_worker_restarts`` apply as for every algorithm).
+
 Example:
     >>> with DDPPOTrainer({"num_workers": 1, "rollout_fragment_length": 32,
     ...                    "num_envs_per_worker": 2, "sgd_minibatch_size": 32,
@@ -44,6 +50,7 @@ import numpy as np
 from hpcrl.algorithms.ppo import DEFAULT_CONFIG as PPO_CONFIG
 from hpcrl.algorithms.ppo import PPOTorchPolicy
 from hpcrl.algorithms.trainer_template import build_trainer
+from hpcrl.backends.base import WorkerLostError
 from hpcrl.backends.local import LocalBackend
 from hpcrl.evaluation.rollout_worker import RolloutWorker
 from hpcrl.evaluation.worker_set import WorkerSet
@@ -106,6 +113,11 @@ class DDPPOWorker(RolloutWorker):
             )
         self.learner.join(rendezvous, backend, device, timeout_s)
         self.learner.policies = {pid: self.policy_map[pid] for pid in self.policies_to_train}
+
+    def leave_group(self) -> None:
+        """Leave the process group (after a peer was lost; a new one is formed)."""
+        self.learner.stop()
+        self.learner.store = None
 
     def sample_and_learn(
         self, num_sgd_iter: int, minibatches_per_epoch: int, iteration: int
@@ -229,9 +241,9 @@ class DDPPOOptimizer(PolicyOptimizer):
             )
         self.num_sgd_iter = num_sgd_iter
         self.minibatches_per_epoch = minibatches_per_epoch
-        self.group = LearnerGroup(
-            self.backend, {}, actors=remote, learner_backend=learner_backend, timeout_s=timeout_s
-        )
+        self.learner_backend = learner_backend
+        self.timeout_s = timeout_s
+        self.group = self._form_group()
         self.iteration = 0
         self.num_steps_cut_short = 0  # steps the straggler rule spared
         self._state_due = False  # the driver's policies to the workers (after a restore)
@@ -244,15 +256,19 @@ class DDPPOOptimizer(PolicyOptimizer):
             self.backend.get(self.backend.call(remote, "set_policy_states", self._driver_states()))
             self._state_due = False
         with self._timed("sample_and_learn"):
-            answers = self.group._gather(
-                self.backend.call(
+            while True:
+                calls = self.backend.call(
                     remote,
                     "sample_and_learn",
                     self.num_sgd_iter,
                     self.minibatches_per_epoch,
                     self.iteration,
                 )
-            )
+                try:
+                    answers = self.group._gather(calls)
+                    break
+                except WorkerLostError as error:
+                    self._recover(calls, error)
         self.iteration += 1
         steps = sum(a["steps"] for a in answers)
         self.num_steps_sampled += steps
@@ -266,6 +282,38 @@ class DDPPOOptimizer(PolicyOptimizer):
             fetches[pid] = {LEARNER_STATS_KEY: stats}
         self.learner_stats = {pid: f[LEARNER_STATS_KEY] for pid, f in fetches.items()}
         return fetches
+
+    def _form_group(self) -> LearnerGroup:
+        return LearnerGroup(
+            self.backend,
+            {},
+            actors=self.workers.remote_workers(),
+            learner_backend=self.learner_backend,
+            timeout_s=self.timeout_s,
+        )
+
+    def _recover(self, calls: list[Any], error: WorkerLostError) -> None:
+        """After a worker was lost in an iteration: the others' calls end (their next
+        all-reduce fails once the lost peer's connections close, at the latest after
+        ``timeout_s``) and they leave the group; the lost worker is re-created
+        (``WorkerSet.recreate_worker``: refused, naming it, when
+        ``recreate_failed_workers`` is off or the restarts are spent); every worker
+        takes a survivor's policies (weights and optimizer state, as the iteration
+        left them); a new group is formed. The caller then runs the iteration again.
+        """
+        self.backend.wait(calls, num_returns=len(calls), timeout=self.timeout_s)
+        remote = self.workers.remote_workers()
+        survivors = [actor for actor in remote if self.backend.is_alive(actor)]
+        for actor in remote:
+            if actor not in survivors:
+                self.workers.recreate_worker(actor, error)
+        if survivors:
+            self.backend.get(self.backend.call(survivors, "leave_group"))
+            [states] = self.backend.get(self.backend.call(survivors[:1], "get_policy_states"))
+        else:
+            states = self._driver_states()
+        self.backend.get(self.backend.call(remote, "set_policy_states", states))
+        self.group = self._form_group()
 
     def _driver_states(self) -> dict[str, dict[str, Any]]:
         # Without the observation filters: each worker restored its own.

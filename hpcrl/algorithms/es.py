@@ -233,7 +233,9 @@ def _single_env(worker: Any) -> Any:
         from hpcrl.env.registry import EnvContext, resolve_env_creator
 
         config = worker.config
-        creator = resolve_env_creator(config["env"])
+        # The creator the worker got: a Dask worker may not have run the driver's
+        # register_env calls, so the name alone may be unknown there.
+        creator = resolve_env_creator(worker.env_creator or config["env"])
         context = EnvContext(config["env_config"], worker.worker_index, 0, worker.num_workers)
         if is_atari_env_id(creator):
             env = make_atari_env(
@@ -383,7 +385,8 @@ class ESOptimizer(PolicyOptimizer):
     iteration instead of one collective, so that ES runs through the backend
     interface unchanged on local, Dask and MPI, with the driver holding the
     parameters for checkpoints and evaluation. The bytes each rank receives are
-    the same: every share.
+    the same: every share. It also lets a lost worker (Dask) be re-created from
+    the driver's state, which is every worker's, and run its share again.
     """
 
     def __init__(self, workers: WorkerSet, min_pairs: int, min_steps: int = 0) -> None:
@@ -407,24 +410,31 @@ class ESOptimizer(PolicyOptimizer):
         backend = self.backend
         if self._sync_due and remote:
             state = local.get_policy().get_state(include_optimizer=False)
-            backend.get(backend.call(remote, "apply", _set_policy_state, state))
+            self.workers.call_remote("apply", _set_policy_state, state)
         self._sync_due = False
         share_count = max(1, len(remote))
         pairs = -(-self.min_pairs // share_count)
         steps = -(-self.min_steps // share_count)
         with self._timed("rollouts"):
             if remote:
-                calls = backend.call(
-                    remote, "apply", perturbed_rollouts, self.iteration, pairs, steps
+                # A worker lost here is re-created with the driver's whole state and
+                # runs its share again: the same pairs, seeded by worker and iteration.
+                args = (perturbed_rollouts, self.iteration, pairs, steps)
+                shares = self.workers.gather_remote(
+                    backend.call(remote, "apply", *args),
+                    again=("apply", args, {}),
+                    restore=self._restore,
                 )
-                shares = backend.get(calls)
             else:
                 shares = [perturbed_rollouts(local, self.iteration, pairs, steps)]
         self.exchange_bytes_per_worker = max(_nbytes(share) for share in shares)
         with self._timed("update"):
             calls = backend.call(remote, "apply", apply_update, shares) if remote else []
             stats = apply_update(local, shares)
-            backend.get(calls)
+            # A worker lost in its update is re-created with the driver's state, which
+            # already holds this update: nothing to call again.
+            if remote:
+                self.workers.gather_remote(calls, restore=self._restore)
         self.iteration += 1
         sampled = int(sum(s["lengths"].sum() + s["eval_lengths"].sum() for s in shares))
         self.num_steps_sampled += sampled
@@ -434,6 +444,13 @@ class ESOptimizer(PolicyOptimizer):
             self._eval_lengths.append(share["eval_lengths"])
         self.learner_stats = {"default_policy": stats}
         return {"default_policy": {"learner_stats": stats}}
+
+    def _restore(self, actor: Any) -> None:
+        """A re-created worker gets the driver's whole policy state: its parameters,
+        and also the Adam moments and observation statistics that every process
+        updates alike (the weights alone would let it drift from the others)."""
+        state = self.workers.local_worker().get_policy().get_state()
+        self.backend.get(self.backend.call([actor], "apply", _set_policy_state, state))
 
     def pop_metrics(self) -> dict[str, Any]:
         """The unperturbed evaluation episodes since the last call (what the results

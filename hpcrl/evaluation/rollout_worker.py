@@ -160,6 +160,8 @@ class RolloutWorker:
             clip_by_default=uses_deepmind_preprocessing(env, self.config["preprocessor_pref"]),
         )
         self._reader = None
+        # What the worker was given to make its envs (ES makes one more from it).
+        self.env_creator = env
         self.env: Any = None
         self.multi_agent = False
         self.failures = FailurePolicy.from_config(self.config, worker_index, env)

@@ -145,19 +145,41 @@ class WorkerSet:
         asked again, so every worker's result is in.
         """
         futures = self.backend.call(self._remote, method, *args, **kwargs)
+        return self.gather_remote(futures, again=(method, args, kwargs))
+
+    def gather_remote(
+        self,
+        futures: list[Any],
+        *,
+        again: tuple[str, tuple[Any, ...], dict[str, Any]] | None = None,
+        restore: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
+        """The results of calls made on every remote worker (``futures`` in worker
+        order). A worker lost during its call is re-created (``recreate_worker``),
+        then ``restore(actor)`` runs (state the driver's weights do not carry,
+        e.g. ES's optimizer moments), then the call ``again = (method, args,
+        kwargs)`` is made on it once more; without ``again`` its result is None
+        (a call whose effect the re-creation already gave it).
+        """
         try:
             return self.backend.get(futures)
         except WorkerLostError:
             pass
         results = []
         for actor, future in zip(self._remote, futures):
-            while True:
+            result = None
+            while future is not None:
                 try:
                     [result] = self.backend.get([future])
-                    break
+                    future = None
                 except WorkerLostError as err:
                     self.recreate_worker(actor, err)
-                    [future] = self.backend.call([actor], method, *args, **kwargs)
+                    if restore is not None:
+                        restore(actor)
+                    future = None
+                    if again is not None:
+                        method, args, kwargs = again
+                        [future] = self.backend.call([actor], method, *args, **kwargs)
             results.append(result)
         return results
 

@@ -39,7 +39,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from hpcrl.backends.base import Backend, Future, RemoteError
+from hpcrl.backends.base import Backend, Future, RemoteError, WorkerLostError
 from hpcrl.backends.local import LocalBackend
 from hpcrl.learners.rendezvous import assign_devices, check_learner_options, plan_rendezvous
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY
@@ -357,6 +357,10 @@ class LearnerGroup:
             done, pending = self.backend.wait(pending, 1, left)
             errors += [(index[id(f)], e) for f in done if (e := _outcome(f)[1]) is not None]
         rank, error = min(errors, key=lambda entry: _is_collective(entry[1]))
+        if isinstance(error, WorkerLostError):
+            # Its process is gone: the owner of the actors may re-create it and form a
+            # new group (DD-PPO's workers, ``DDPPOOptimizer``).
+            raise error
         raise LearnerError(
             f"learner rank {rank} of {self.num_learners} on {error.where}",
             error.cause,

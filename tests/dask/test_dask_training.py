@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from hpcrl.algorithms.es import flat_state
 from hpcrl.algorithms.registry import get_trainer_class
 from hpcrl.backends import WorkerLostError
 from hpcrl.env.multi_agent_env import make_multi_agent
@@ -164,6 +165,56 @@ def test_worker_killed_mid_iteration_is_recreated(algo, dask_cluster, tmp_path):
         hit = restarts.index(1)
         assert results[hit]["timesteps_this_iter"] >= 128
         assert all(r["timesteps_this_iter"] >= 128 for r in results)
+
+
+def _same_weights_everywhere(algo, trainer):
+    if algo == "ES":
+        driver = trainer.get_policy().get_flat()
+        for theirs in trainer.workers.call_remote("apply", flat_state):
+            np.testing.assert_array_equal(theirs, driver)
+        return
+    first, second = trainer.workers.call_remote("get_policy_states")
+    for key, value in first["default_policy"]["weights"].items():
+        np.testing.assert_array_equal(second["default_policy"]["weights"][key], value)
+
+
+@pytest.mark.parametrize("algo", ["DDPPO", "ES"])
+def test_worker_of_a_collective_pattern_killed_is_recreated(algo, dask_cluster, tmp_path):
+    """DD-PPO (the workers' own gloo group) and ES (every worker applies every
+    update): the lost worker is re-created, takes the survivors' state (DD-PPO:
+    weights and optimizer; ES: the driver's parameters, Adam moments and
+    observation statistics), the group is formed again, and afterwards every
+    worker holds the same weights."""
+    register_env("signalling_cartpole", SignallingCartPole)
+    pid_file = tmp_path / "pid"
+    # In the second iteration: DD-PPO samples 32 steps per env and iteration; ES about
+    # 100 steps per worker.
+    signal_after = {"DDPPO": 40, "ES": 150}[algo]
+    env_config = {"pid_file": str(pid_file), "signal_after": signal_after}
+    config = config_for(algo, dask_cluster.scheduler_address, env_config=env_config)
+    if algo == "DDPPO":
+        config.update(sgd_minibatch_size=16, num_sgd_iter=2)
+    else:
+        del config["num_envs_per_worker"], config["rollout_fragment_length"]
+        config.update(noise_size=200_000, episodes_per_batch=8, train_batch_size=0, eval_prob=0.2)
+    trainer = get_trainer_class(algo)(config, "signalling_cartpole")
+    killed: list[int] = []
+    thread = kill_when_signalled(pid_file, killed)
+    try:
+        results = [trainer.train() for _ in range(3)]
+        thread.join(timeout=5)
+        pids = [actor.pid for actor in trainer.workers.remote_workers()]
+        _same_weights_everywhere(algo, trainer)
+        # The group works again: one more iteration after the check.
+        results.append(trainer.train())
+    finally:
+        trainer.stop()
+    assert len(killed) == 1 and killed[0] not in pids
+    assert [r["training_iteration"] for r in results] == [1, 2, 3, 4]
+    assert results[-1]["num_worker_restarts"] == 1
+    assert results[0]["num_worker_restarts"] == 0
+    if algo == "DDPPO":
+        assert results[-1]["info"]["num_workers_learning"] == 2
 
 
 def test_with_recreation_off_the_error_names_the_lost_worker(dask_cluster, tmp_path):
