@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="count",
         default=0,
-        help="-v: print each result's main keys; -vv: print each whole result",
+        help="-v: print each result's main keys and hpcrl's INFO log lines (e.g. which "
+        "MPI rank runs what, on which host); -vv: print each whole result",
     )
     train.add_argument(
         "-q", "--quiet", action="store_true", help="no status display, only the final summary"
@@ -382,13 +383,20 @@ def _summary_line(result: dict[str, Any], trial_dir: str) -> str:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from hpcrl.tune.experiment import Experiment, StopCriterionError
-    from hpcrl.tune.preemption import EXIT_PREEMPTED, TrialPreempted
-    from hpcrl.tune.search import has_spaces
-
     experiments = [
         resolve_experiment(args, name, spec) for name, spec in _file_experiments(args).items()
     ]
+    from hpcrl.tune.search import has_spaces
+
+    if len(experiments) == 1 and not has_spaces(experiments[0]["config"]):
+        # Helper processes (learners, Dask workers) start importing now, beside the
+        # imports below rather than after them (hpcrl.backends.prestart).
+        from hpcrl.backends.prestart import prestart
+
+        prestart(experiments[0]["config"])
+    from hpcrl.tune.experiment import Experiment, StopCriterionError
+    from hpcrl.tune.preemption import EXIT_PREEMPTED, TrialPreempted
+
     tune_flags = args.max_concurrent_trials is not None or args.trial_executor is not None
     if (
         tune_flags
@@ -573,12 +581,25 @@ def _result_printer(verbosity: int) -> Any:
     return show
 
 
+def _show_info_logs() -> None:
+    """hpcrl's INFO log lines (not other libraries') on stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("hpcrl: %(message)s"))
+    logger = logging.getLogger("hpcrl")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Let --env module:EnvId find modules in the current directory, as `python -m` would.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if getattr(args, "verbose", 0):
+        _show_info_logs()
     try:
         if args.command == "train":
             return train_command(args)

@@ -121,3 +121,17 @@ def test_impala_with_two_learner_ranks(tmp_path):
     assert "done: stopped by training_iteration after 2 iterations" in out.stdout
     last = next(tmp_path.glob("*/*/result.json")).read_text().splitlines()[-1]
     assert '"num_learners": 2' in last and '"learner_backend": "gloo"' in last
+
+
+def test_cli_verbose_shows_which_rank_runs_what(tmp_path):
+    """``-v`` shows hpcrl's INFO lines: every rank's role, pid and host."""
+    args = [
+        "-m", "hpcrl", "train", "--run", "PG", "--env", "CartPole-v1", "--backend", "mpi",
+        "--num-workers", "2", "--local-dir", str(tmp_path), "-v",
+        "--stop", '{"training_iteration": 1}',
+    ]  # fmt: skip
+    out = run(args, 3)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ("MPI rank 0 (driver, pid", "MPI rank 1 (rollout worker, pid"):
+        assert f"hpcrl: {line}" in out.stderr, out.stderr
+    assert "MPI rank 2 (rollout worker, pid" in out.stderr
