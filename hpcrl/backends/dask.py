@@ -58,6 +58,7 @@ from hpcrl.backends.base import (
     WorkerTimeoutError,
     picklable_error,
 )
+from hpcrl.backends.prestart import start_dask_forkserver
 
 try:
     import dask.config
@@ -692,11 +693,21 @@ def start_local_cluster(
     on 127.0.0.1, Dask's log lines below ERROR not shown; with ``security`` (a
     ``distributed.security.Security``, see ``dask_tls.make_security``), over TLS.
 
+    The worker processes are forked from a forkserver with torch, distributed and
+    hpcrl's rollout worker imported (``start_dask_forkserver``), so they start
+    without importing them again; this sets this process's
+    ``distributed.worker.multiprocessing-method`` to "forkserver".
+
     The workers' statistical profiler is off: it keeps the call trees of the last
     1000 one-second cycles (``distributed.admin.low-level-log-length``), which grew
     a rollout worker by ~4 MiB a minute over the first ~17 minutes of a run
     (benchmarks/soak.py)."""
     tls = {} if security is None else {"protocol": "tls", "security": security}
+    # Worker processes are forked from a server that has imported what they need
+    # (see hpcrl.backends.prestart); this process's Dask config says so for every
+    # worker the nannies start, also the ones that replace lost workers.
+    start_dask_forkserver()
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
     with warnings.catch_warnings():
         # "Port 8787 is already in use": another port is taken, and printed below.
         warnings.simplefilter("ignore", UserWarning)

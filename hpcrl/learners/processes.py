@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import os
 import pickle
 import socket
@@ -222,18 +223,55 @@ class ProcessBackend(Backend):
         atexit.unregister(self.shutdown)
 
     def _start(self, index: int, role: str) -> ProcessActor:
-        ours, theirs = socket.socketpair()
-        env = {**os.environ, **self.env}
-        paths = [p for p in sys.path if p and os.path.exists(p)]
-        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hpcrl.learners.processes", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
-            env=env,
-            start_new_session=True,
-        )
-        theirs.close()
-        return ProcessActor(index, role, process, Connection(ours.detach()))
+        if _PRESTARTED and not self.env:
+            process, connection = _PRESTARTED.pop(0)
+        else:
+            process, connection = _start_child(self.env)
+        return ProcessActor(index, role, process, connection)
+
+
+# Children started ahead by ``prestart``, taken by the next ProcessBackend's spawns.
+_PRESTARTED: list[tuple[subprocess.Popen, Connection]] = []
+
+
+def prestart(count: int, preload: Sequence[str] = ("hpcrl.learners.learner",)) -> None:
+    """Start ``count`` children now, importing ``preload`` (by default the learner's
+    modules, torch among them) while this process goes on; the next
+    ``ProcessBackend.spawn`` calls take them instead of starting new ones.
+
+    ``hpcrl train`` calls it before it imports torch itself when the run has
+    ``num_learners`` > 1 on the local backend, so the learners' imports overlap
+    the driver's rather than follow them. Children not taken exit when this
+    process does (their socket closes).
+    """
+    if not _PRESTARTED:
+        atexit.register(_end_prestarted)
+    _PRESTARTED.extend(_start_child({}, preload) for _ in range(count))
+
+
+def _end_prestarted() -> None:
+    while _PRESTARTED:
+        process, connection = _PRESTARTED.pop()
+        connection.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5.0)
+
+
+def _start_child(
+    extra_env: dict[str, str], preload: Sequence[str] = ()
+) -> tuple[subprocess.Popen, Connection]:
+    ours, theirs = socket.socketpair()
+    env = {**os.environ, **extra_env}
+    paths = [p for p in sys.path if p and os.path.exists(p)]
+    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hpcrl.learners.processes", str(theirs.fileno()), *preload],
+        pass_fds=(theirs.fileno(),),
+        env=env,
+        start_new_session=True,
+    )
+    theirs.close()
+    return process, Connection(ours.detach())
 
 
 def serve(fd: int) -> None:
@@ -266,4 +304,9 @@ def serve(fd: int) -> None:
 
 
 if __name__ == "__main__":
+    # python -m hpcrl.learners.processes FD [MODULE ...]: the modules are imported
+    # first (prestart); one that fails is imported again, with its error, when used.
+    for module in sys.argv[2:]:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
     serve(int(sys.argv[1]))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
 from hpcrl.backends.base import RemoteError
-from hpcrl.learners.processes import ProcessBackend
+from hpcrl.learners import processes
+from hpcrl.learners.processes import ProcessBackend, prestart
 
 
 class Counter:
@@ -81,3 +84,55 @@ def test_classes_made_at_run_time_go_by_value(backend):
 def test_a_failing_constructor_is_an_error_of_spawn(backend):
     with pytest.raises(RemoteError, match="__spawn__"):
         backend.spawn(Counter, role="counter")  # start is missing
+
+
+def test_prestarted_children_are_taken_by_the_next_spawns_then_new_ones_start():
+    prestart(2, preload=("json",))
+    ready = [process.pid for process, _ in processes._PRESTARTED]
+    backend = ProcessBackend()
+    try:
+        actors = backend.spawn(Counter, 0, count=3, role="counter")
+        pids = backend.get(backend.call(actors, "pid"))
+        assert pids[:2] == ready and pids[2] not in ready
+        assert not processes._PRESTARTED
+        assert backend.get(backend.call(actors, "add", 2)) == [2, 2, 2]
+    finally:
+        backend.shutdown()
+
+
+def test_prestarted_children_not_taken_exit_with_the_driver():
+    prestart(1, preload=())
+    [(process, _)] = processes._PRESTARTED
+    processes._end_prestarted()
+    assert process.wait(timeout=10) == 0 and not processes._PRESTARTED
+
+
+def test_cli_with_two_learners_takes_the_prestarted_learner_processes(tmp_path):
+    """``hpcrl train --num-learners 2`` starts the learners before it imports torch
+    and its LearnerGroup takes them: exactly two learner processes ever start."""
+    script = (
+        "import sys\n"
+        "from hpcrl.learners import processes\n"
+        "started = []\n"
+        "real = processes._start_child\n"
+        "def counting(*args, **kwargs):\n"
+        "    started.append(args)\n"
+        "    return real(*args, **kwargs)\n"
+        "processes._start_child = counting\n"
+        "from hpcrl.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "assert 'torch' in sys.modules\n"
+        "print('children started:', [args[1:] for args in started])\n"
+        "sys.exit(code)\n"
+    )
+    args = [
+        sys.executable, "-c", script, "train", "--run", "PPO", "--env", "CartPole-v1",
+        "--num-learners", "2", "--local-dir", str(tmp_path), "-q",
+        "--stop", '{"training_iteration": 1}',
+        "--config", '{"train_batch_size": 256, "sgd_minibatch_size": 64, "num_sgd_iter": 1}',
+    ]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    preloaded = "(('hpcrl.learners.learner',),)"
+    assert f"children started: [{preloaded}, {preloaded}]" in out.stdout
+    assert "done: stopped by training_iteration after 1 iterations" in out.stdout
