@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,14 @@ def test_cli_with_two_learners_takes_the_prestarted_learner_processes(tmp_path):
     preloaded = "(('hpcrl.learners.learner',),)"
     assert f"children started: [{preloaded}, {preloaded}]" in out.stdout
     assert "done: stopped by training_iteration after 1 iterations" in out.stdout
+
+
+def test_startup_benchmark_runs_a_path_and_prints_its_row():
+    """A tiny run of benchmarks/startup.py (its figures are not checked here)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "startup.py"
+    args = [sys.executable, str(script), "--runs", "1", "--paths", "learners", "resume"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("PPO ")]
+    assert [row[1] for row in rows] == ["learners", "resume"], out.stdout
+    assert all(float(row[2]) > 0 for row in rows)
