@@ -696,7 +696,8 @@ def start_local_cluster(
     The worker processes are forked from a forkserver with torch, distributed and
     hpcrl's rollout worker imported (``start_dask_forkserver``), so they start
     without importing them again; this sets this process's
-    ``distributed.worker.multiprocessing-method`` to "forkserver".
+    ``distributed.worker.multiprocessing-method`` to "forkserver". They get this
+    process's environment variables as they are when the cluster starts.
 
     The workers' statistical profiler is off: it keeps the call trees of the last
     1000 one-second cycles (``distributed.admin.low-level-log-length``), which grew
@@ -719,6 +720,9 @@ def start_local_cluster(
             dashboard_address=dashboard_address,
             silence_logs=logging.ERROR,
             config=local_worker_config(),
+            # This process's environment now, as a spawned worker would have it (a
+            # forked one has the forkserver's, from when that started).
+            env=dict(os.environ),
             **tls,
         )
 

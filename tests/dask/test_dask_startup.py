@@ -57,3 +57,19 @@ def test_a_killed_worker_comes_back_forked(dask_cluster):
         facts = client.run(process_facts)
     assert victim not in now and len(facts) == len(before)
     assert all(fact == (True, True, True) for fact in facts.values()), facts
+
+
+def test_workers_get_the_environment_of_when_their_cluster_starts(dask_cluster, monkeypatch):
+    """The forkserver started with an earlier environment (this module's first
+    cluster); a later cluster's workers still see the variables set since."""
+    from hpcrl.backends.dask import start_local_cluster
+
+    monkeypatch.setenv("HPCRL_TEST_MARK", "set after the forkserver started")
+    cluster = start_local_cluster(1)
+    try:
+        with distributed.Client(cluster) as client:
+            # Read in the worker (os.environ.get itself would pickle this process's).
+            seen = client.run(lambda: __import__("os").environ.get("HPCRL_TEST_MARK"))
+    finally:
+        cluster.close()
+    assert list(seen.values()) == ["set after the forkserver started"]
