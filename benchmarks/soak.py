@@ -243,6 +243,8 @@ def describe(process: psutil.Process, roles: dict[int, str], root_pid: int) -> s
         return "learner process"
     if "resource_tracker" in cmdline:
         return "multiprocessing resource tracker"
+    if "multiprocessing.forkserver" in cmdline:
+        return "Dask workers' forkserver"
     if "spawn_main" in cmdline:
         return "Dask worker (no actor)"
     return cmdline[:34]
