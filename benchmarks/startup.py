@@ -24,6 +24,7 @@ Every run is a new process, one at a time, in this process's environment
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PATHS = ("local", "mpi", "learners", "dask", "resume")
@@ -74,12 +76,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def child_env() -> dict[str, str]:
-    """The environment every timed process gets: this one's (set OMP_NUM_THREADS
-    here to time with it; unset, torch uses a thread per core)."""
-    return dict(os.environ)
-
-
 def train_command(algorithm: str, path: str, local_dir: str) -> list[str]:
     config = {**CONFIGS.get(algorithm, {}), "num_workers": 0}
     command = [
@@ -98,30 +94,41 @@ def train_command(algorithm: str, path: str, local_dir: str) -> list[str]:
     elif path == "dask":
         command += ["--backend", "dask"]
         config["num_workers"] = 2
-    return [*command, "--config", json_text(config)]
+    return [*command, "--config", json.dumps(config)]
 
 
-def json_text(value: dict) -> str:
-    import json
+def timed(
+    command: list[str],
+    marker: str = "iter 1 ",
+    limit_s: float | None = None,
+    on_marker: Callable[[subprocess.Popen], None] | None = None,
+) -> tuple[float, float] | None:
+    """Seconds from spawn to the first output line holding ``marker`` (hpcrl's status
+    line of an iteration), and to exit; ``on_marker(process)`` runs when it comes.
+    None when ``limit_s`` passed first (the process is killed then).
 
-    return json.dumps(value)
-
-
-def timed(command: list[str], marker: str = "iter 1 ") -> tuple[float, float]:
-    """Seconds from spawn to the first line holding ``marker`` (hpcrl's status line
-    of its first iteration, on stderr), and to exit."""
-    env = child_env()
+    Raises:
+        RuntimeError: the process failed or never printed ``marker``.
+    """
     start = time.perf_counter()
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-    )
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(limit_s, process.kill) if limit_s is not None else None
+    if watchdog is not None:
+        watchdog.start()
     first = None
     lines = []
-    for line in process.stderr:
+    for line in process.stdout:
         lines.append(line)
         if first is None and marker in line:
             first = time.perf_counter() - start
-    if process.wait() != 0 or first is None:
+            if on_marker is not None:
+                on_marker(process)
+    code = process.wait()
+    if watchdog is not None:
+        watchdog.cancel()
+    if first is None and code == -signal.SIGKILL and limit_s is not None:
+        return None
+    if (code != 0 and on_marker is None) or first is None:
         raise RuntimeError(
             f"{' '.join(command)} failed or printed no result:\n{''.join(lines[-20:])}"
         )
@@ -138,18 +145,7 @@ def hpcrl_run(algorithm: str, path: str) -> tuple[float, float]:
         stop = command.index("--stop") + 1
         command[stop] = '{"training_iteration": 1000}'
         command += ["--checkpoint-freq", "1"]
-        first = subprocess.Popen(
-            command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=child_env(),
-        )
-        for line in first.stderr:
-            if "iter 1 " in line:
-                first.send_signal(signal.SIGTERM)
-                break
-        first.communicate()
+        timed(command, on_marker=lambda process: process.send_signal(signal.SIGTERM))
         command[stop] = '{"training_iteration": 2}'
         return timed([*command, "--resume"], marker="iter 2 ")
 
@@ -187,29 +183,12 @@ def rllib_run(python: str, algorithm: str, path: str) -> tuple[float, float] | N
     (with its env runners on the 2 CPUs given to Ray, IMPALA's learner waits for a
     CPU forever)."""
     runners = 2 if path in ("mpi", "dask") else 0
-    command = [python, "-c", RLLIB_CHILD, algorithm, ENVS.get(algorithm, "CartPole-v1")]
-    env = child_env()
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        [*command, str(runners)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=env,
-    )  # fmt: skip
-    watchdog = threading.Timer(RLLIB_LIMIT_S, process.kill)
-    watchdog.start()
-    first = None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if first is None and "RLLIB_FIRST_RESULT" in line:
-            first = time.perf_counter() - start
-    code = process.wait()
-    watchdog.cancel()
-    if first is None and code == -signal.SIGKILL:
+    env_id = ENVS.get(algorithm, "CartPole-v1")
+    command = [python, "-c", RLLIB_CHILD, algorithm, env_id, str(runners)]
+    result = timed(command, marker="RLLIB_FIRST_RESULT", limit_s=RLLIB_LIMIT_S)
+    if result is None:  # killed: its Ray processes stay unless stopped
         subprocess.run([str(Path(python).parent / "ray"), "stop", "--force"], capture_output=True)
-        return None
-    if code != 0 or first is None:
-        raise RuntimeError(f"RLlib {algorithm} failed:\n{''.join(lines[-20:])}")
-    return first, time.perf_counter() - start
+    return result
 
 
 def median_pair(runs: list[tuple[float, float]]) -> tuple[float, float]:
