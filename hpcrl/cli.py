@@ -585,11 +585,14 @@ def _show_info_logs() -> None:
     """hpcrl's INFO log lines (not other libraries') on stderr."""
     import logging
 
+    logger = logging.getLogger("hpcrl")
+    logger.setLevel(logging.INFO)
+    if any(getattr(h, "hpcrl_cli", False) for h in logger.handlers):
+        return  # main() ran before in this process: one handler, or every line twice
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("hpcrl: %(message)s"))
-    logger = logging.getLogger("hpcrl")
+    handler.hpcrl_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
