@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from hpcrl.cli import run_command
 
-from hpcrl.cli import main
-
-sys.exit(main())
+run_command()
