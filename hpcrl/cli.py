@@ -634,15 +634,15 @@ def exit_process(code: int) -> NoReturn:
     objects through the garbage collector) takes about 0.4 s on a 2-core VM, a
     sixth of the whole time to train PPO on CartPole-v1 (benchmarks/README.md,
     "Time to solve"). Everything an exit must do still happens: the ``atexit``
-    handlers (MPI_Finalize, logging's flush, multiprocessing's and Dask's
-    cleanup, ``weakref.finalize`` callbacks) run, and the standard streams are
-    flushed. A process with a non-daemon thread still running, or a Python
-    without ``atexit._run_exitfuncs``, exits the ordinary way, which waits for
-    the thread as Python always does.
+    handlers (logging's flush, multiprocessing's and Dask's cleanup,
+    ``weakref.finalize`` callbacks) run, and the standard streams are flushed.
+    A process with a non-daemon thread still running, an MPI rank (mpi4py calls
+    MPI_Finalize from the interpreter's teardown), or a Python without
+    ``atexit._run_exitfuncs`` exits the ordinary way.
     """
     run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if run_exitfuncs is None or others:
+    if run_exitfuncs is None or others or _mpi_running():
         sys.exit(code)
     run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
@@ -650,6 +650,14 @@ def exit_process(code: int) -> NoReturn:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(code)
+
+
+def _mpi_running() -> bool:
+    """Whether MPI is initialised and not yet finalised in this process: mpi4py
+    finalises MPI from the interpreter's own last exit step, not from ``atexit``,
+    and a rank that skipped MPI_Finalize would leave the others waiting in theirs."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    return mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized()
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ def test_learning_rate_schedule_follows_timesteps():
     config = {
         "lr_schedule": [[0, 1e-3], [1024, 1e-4]],
         "train_batch_size": 512,
+        "num_envs_per_worker": 8,
         "rollout_fragment_length": 64,
         "sgd_minibatch_size": 256,
         "num_sgd_iter": 1,
