@@ -35,17 +35,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from solve_harness import print_machine, version
+from solve_harness import print_machine, script_parser, version
 
 ENV_ID = "CartPole-v1"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--backend", choices=["dask", "mpi"], default="dask")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per system")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")

@@ -59,7 +59,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from solve_harness import print_machine, version
+from solve_harness import print_machine, script_parser, version
 
 ENV_ID = "ALE/Pong-v5"
 SB3_ENV_ID = "PongNoFrameskip-v4"
@@ -73,11 +73,7 @@ TARGET_BARE = 0.70
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--envs", type=int, nargs="+", default=[8, 32], help="envs per sampler")
     parser.add_argument("--seconds", type=float, default=10.0, help="timed per measurement")
     parser.add_argument("--fragment", type=int, default=64, help="steps per env per sample call")

@@ -28,18 +28,14 @@ import time
 from typing import Any
 
 import numpy as np
-from solve_harness import print_machine, version
+from solve_harness import print_machine, script_parser, version
 
 ENV_ID = "CartPole-v1"
 MODEL = {"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"}
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--iterations", type=int, default=5, help="measured iterations")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--envs", type=int, default=4, help="envs per worker (PPO, DD-PPO)")

@@ -35,17 +35,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from solve_harness import compile_hpcrl_bytecode, print_machine, script_parser
+
 SPAWN_ENV = "HPCRL_BENCH_SPAWN_TIME"
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO / "examples" / "tuned" / "cartpole-ppo.yaml"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--file", default=str(DEFAULT_FILE), help="experiment file")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS)")
@@ -175,9 +173,6 @@ def main() -> None:
     if args.child:
         child(args.file, args.seed)
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from solve_harness import compile_hpcrl_bytecode, print_machine
-
     print(f"{args.file}, seeds {args.seeds}")
     print_machine(args.threads)
     compile_hpcrl_bytecode()

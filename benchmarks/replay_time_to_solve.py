@@ -42,6 +42,7 @@ from solve_harness import (
     run_child,
     run_hpcrl_train,
     run_seeds,
+    script_parser,
 )
 
 EVAL_EVERY = 1000
@@ -79,11 +80,7 @@ SB3_ZOO: dict[str, dict[str, Any]] = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS), help="tasks to run"
     )

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from solve_harness import print_machine
+from solve_harness import print_machine, script_parser
 
 ENV_ID = "CartPole-v1"
 
@@ -78,11 +78,7 @@ ALGORITHM_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--algorithms", nargs="+", choices=list(ALGORITHM_CONFIGS), default=["PPO"])
     parser.add_argument("--minutes", type=float, default=30.0, help="run time per algorithm")
     parser.add_argument(

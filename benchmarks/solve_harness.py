@@ -50,6 +50,16 @@ class SystemSummary:
     median_env_steps: float
 
 
+def script_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark script's parser: its docstring's first paragraph as the
+    description, the rest (what it measures, an example) after the options."""
+    return argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(doc.split("\n\n")[1:]),
+    )
+
+
 def add_run_arguments(
     parser: argparse.ArgumentParser, systems: Sequence[str] = ("hpcrl", "sb3")
 ) -> None:

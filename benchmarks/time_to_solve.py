@@ -76,6 +76,7 @@ from solve_harness import (
     run_child,
     run_hpcrl_train,
     run_seeds,
+    script_parser,
     summarise,
     zoo_schedule,
 )
@@ -248,11 +249,7 @@ CLEANRL_BUDGET: dict[str, int] = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="tasks to run"
     )

@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from solve_harness import TUNED, compile_hpcrl_bytecode, print_machine, run_hpcrl_train
+from solve_harness import (
+    TUNED,
+    compile_hpcrl_bytecode,
+    print_machine,
+    run_hpcrl_train,
+    script_parser,
+)
 
 import hpcrl.tune as tune
 from hpcrl.tune.optuna_search import OptunaSearch
@@ -92,11 +98,7 @@ SETTINGS = ("task", "base", "seeds", "threads")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--trials", type=int, default=30, help="trials in all")
     parser.add_argument(
