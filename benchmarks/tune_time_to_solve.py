@@ -114,18 +114,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--local-dir", default=None, help="where the experiment goes (default: a temp dir)"
     )
-
     return parser.parse_args()
+
+
+def hpcrl_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's sampled settings as ``hpcrl train --config`` takes them: without the
+    search's own settings (``SETTINGS``), a minibatch at most the whole batch."""
+    sampled = {key: value for key, value in config.items() if key not in SETTINGS}
+    if "sgd_minibatch_size" in sampled:
+        sampled["sgd_minibatch_size"] = min(
+            sampled["sgd_minibatch_size"], sampled["train_batch_size"]
+        )
+    return sampled
 
 
 def trial(config: dict[str, Any]) -> None:
     """One trial: ``hpcrl train`` with the sampled settings, once per seed."""
     settings = {key: config[key] for key in SETTINGS}
-    sampled = {key: value for key, value in config.items() if key not in SETTINGS}
-    if "sgd_minibatch_size" in sampled:  # a minibatch is at most the whole batch
-        sampled["sgd_minibatch_size"] = min(
-            sampled["sgd_minibatch_size"], sampled["train_batch_size"]
-        )
+    sampled = hpcrl_config(config)
     (experiment,) = yaml.safe_load(Path(settings["base"]).read_text()).values()
     threshold = experiment["stop"]["episode_reward_mean"]
     costs, walls, steps, solved = [], [], [], 0
@@ -184,14 +190,12 @@ def main() -> None:
     print(f"\n{'cost s':>7} {'solved':>6} {'wall s':>7} {'env steps':>10}  settings")
     for t in rows[:10]:
         r = t.last_result
-        sampled = {k: v for k, v in t.config.items() if k not in SETTINGS}
+        sampled = hpcrl_config(t.config)
         print(
             f"{r['cost_s']:>7.2f} {r['solved']:>6} {r['median_wall_s']:>7.2f} "
             f"{r['median_env_steps']:>10,.0f}  {json.dumps(sampled)}"
         )
-    best = {k: v for k, v in rows[0].config.items() if k not in SETTINGS}
-    if "sgd_minibatch_size" in best:
-        best["sgd_minibatch_size"] = min(best["sgd_minibatch_size"], best["train_batch_size"])
+    best = hpcrl_config(rows[0].config)
     print("\nbest settings, as a tuned file's config:")
     yaml.safe_dump(best, sys.stdout, sort_keys=False, default_flow_style=None)
 

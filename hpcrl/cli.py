@@ -631,8 +631,8 @@ def exit_process(code: int) -> NoReturn:
     interpreter's teardown of every module.
 
     After ``import torch`` that teardown (clearing some hundred thousand module
-    objects through the garbage collector) takes about 0.4 s on a 2-core VM, a
-    sixth of the whole time to train PPO on CartPole-v1 (benchmarks/README.md,
+    objects through the garbage collector) takes about 0.4 s on a 2-core VM, an
+    eighth of the whole time to train PPO on CartPole-v1 (benchmarks/README.md,
     "Time to solve"). Everything an exit must do still happens: the ``atexit``
     handlers (logging's flush, multiprocessing's and Dask's cleanup,
     ``weakref.finalize`` callbacks) run, and the standard streams are flushed.

@@ -67,7 +67,7 @@ from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
 from hpcrl.policy.schedules import PiecewiseSchedule
-from hpcrl.policy.torch_policy import to_numpy, to_torch
+from hpcrl.policy.torch_policy import clip_grad_norm, to_numpy, to_torch
 from hpcrl.replay import WEIGHTS
 
 GAUSSIAN = "GaussianNoise"
@@ -384,13 +384,8 @@ def clip_gradients(policy, optimizer: GroupedAdam, loss: torch.Tensor) -> dict[s
         ("actor_gnorm", policy.model.actor_parameters()),
         ("critic_gnorm", policy.model.critic_parameters()),
     ):
-        with_grad = [p for p in params if p.grad is not None]
         # the actor has no gradient on the steps it waits: norm 0
-        norms[name] = (
-            float(nn.utils.clip_grad_norm_(with_grad, policy.config["grad_clip"]))
-            if with_grad
-            else 0.0
-        )
+        norms[name] = clip_grad_norm(list(params), policy.config["grad_clip"])
     return norms
 
 

@@ -59,7 +59,7 @@ from hpcrl.policy.adam import GroupedAdam
 from hpcrl.policy.loss_output import LossOutput
 from hpcrl.policy.policy_template import build_torch_policy
 from hpcrl.policy.sample_batch import SampleBatch
-from hpcrl.policy.torch_policy import to_numpy, to_torch
+from hpcrl.policy.torch_policy import clip_grad_norm, to_numpy, to_torch
 from hpcrl.replay import WEIGHTS
 
 DEFAULT_CONFIG: dict[str, Any] = with_common_config(
@@ -522,8 +522,7 @@ class SACMixin:
             return {}
         info = {}
         for name, group in zip(("actor", "critic", "alpha"), optimizer.param_groups):
-            norm = nn.utils.clip_grad_norm_(group["params"], self.config["grad_clip"])
-            info[f"{name}_grad_gnorm"] = float(norm)
+            info[f"{name}_grad_gnorm"] = clip_grad_norm(group["params"], self.config["grad_clip"])
         return info
 
 
