@@ -380,13 +380,13 @@ class ESOptimizer(PolicyOptimizer):
     step (which gives every worker the driver's, once). Every process holds
     bit-identical parameters after every iteration.
 
-    This departs from a single ``Allgather`` among SPMD ranks (DESIGN.md): the
-    shares go to the driver and back, two small messages per worker and
-    iteration instead of one collective, so that ES runs through the backend
-    interface unchanged on local, Dask and MPI, with the driver holding the
-    parameters for checkpoints and evaluation. The bytes each rank receives are
-    the same: every share. It also lets a lost worker (Dask) be re-created from
-    the driver's state, which is every worker's, and run its share again.
+    The exchange is ``Backend.allgather``: under MPI one ``allgather`` over the
+    ranks, after which each worker rank updates itself, the driver rank
+    (which holds the parameters for checkpoints and evaluation) taking part
+    like any other. On Dask, where a worker can be lost and re-created, the
+    shares go to the driver and back call by call instead, so that a lost
+    worker is re-created from the driver's state, which is every worker's,
+    and runs its share again.
     """
 
     def __init__(self, workers: WorkerSet, min_pairs: int, min_steps: int = 0) -> None:
@@ -415,8 +415,11 @@ class ESOptimizer(PolicyOptimizer):
         share_count = max(1, len(remote))
         pairs = -(-self.min_pairs // share_count)
         steps = -(-self.min_steps // share_count)
+        relayed = bool(remote) and backend.loses_actors
         with self._timed("rollouts"):
-            if remote:
+            if not remote:
+                shares = [perturbed_rollouts(local, self.iteration, pairs, steps)]
+            elif relayed:
                 # A worker lost here is re-created with the driver's whole state and
                 # runs its share again: the same pairs, seeded by worker and iteration.
                 args = (perturbed_rollouts, self.iteration, pairs, steps)
@@ -425,15 +428,18 @@ class ESOptimizer(PolicyOptimizer):
                     again=("apply", args, {}),
                     restore=self._restore,
                 )
-            else:
-                shares = [perturbed_rollouts(local, self.iteration, pairs, steps)]
+            else:  # every worker applies the update as soon as it has every share
+                shares = backend.allgather(
+                    remote, "apply", perturbed_rollouts, self.iteration, pairs, steps,
+                    then=("apply", (apply_update,)),
+                )  # fmt: skip
         self.exchange_bytes_per_worker = max(_nbytes(share) for share in shares)
         with self._timed("update"):
-            calls = backend.call(remote, "apply", apply_update, shares) if remote else []
+            calls = backend.call(remote, "apply", apply_update, shares) if relayed else []
             stats = apply_update(local, shares)
             # A worker lost in its update is re-created with the driver's state, which
             # already holds this update: nothing to call again.
-            if remote:
+            if relayed:
                 self.workers.gather_remote(calls, restore=self._restore)
         self.iteration += 1
         sampled = int(sum(s["lengths"].sum() + s["eval_lengths"].sum() for s in shares))
@@ -466,6 +472,9 @@ class ESOptimizer(PolicyOptimizer):
             **super().stats(),
             "iteration": self.iteration,
             "exchange_bytes_per_worker": self.exchange_bytes_per_worker,
+            # how the shares were exchanged: Backend.allgather (one collective under
+            # MPI), or call by call through the driver (Dask)
+            "exchange": "relayed" if self.backend.loses_actors else "allgather",
             "learner": self.learner_stats,
         }
 

@@ -125,6 +125,9 @@ class Backend:
     - ``reduce(actors, method, op, identity, *args, **kwargs)`` calls ``method`` on
       every actor and combines the arrays they return with ``op`` into one (under
       MPI one ``Reduce``, not a message per actor).
+    - ``allgather(actors, method, *args, then=(name, then_args), **kwargs)`` calls
+      ``method`` on every actor and hands every actor (and the caller) the list of
+      all their results (under MPI one ``allgather`` over the ranks).
     - ``stream(actors, method, *args, **kwargs)``: the actors run ``method`` over
       and over and push each result to the driver as it is ready, within the
       credits the driver grants (see ``Stream``).
@@ -134,6 +137,10 @@ class Backend:
     """
 
     name = "abstract"
+    # True where an actor's process can be lost while the job goes on (Dask), so that
+    # callers which re-create lost actors take results call by call, not from a
+    # collective (an MPI job ends with any rank).
+    loses_actors = False
 
     def spawn(
         self, cls: type, *args: Any, count: int = 1, role: str = "worker", **kwargs: Any
@@ -178,6 +185,44 @@ class Backend:
         """
         results = self.get(self.call(actors, method, *args, **kwargs))
         return functools.reduce(op, results, np.asarray(identity))
+
+    def allgather(
+        self,
+        actors: Sequence[Any],
+        method: str,
+        *args: Any,
+        then: tuple[str, tuple] | None = None,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """``method(*args, **kwargs)`` on each actor; the list of their results, in
+        actor order, is returned, and with ``then = (name, then_args)`` every actor
+        also runs ``actor.name(*then_args, results)`` on that same list.
+
+        This is the exchange of the SPMD algorithms (ES, ARS): each actor
+        contributes a few numbers and every process gets all of them. This
+        default gets the results here and sends them back in a second call,
+        waiting for it; the MPI backend does it in one ``allgather`` over the
+        ranks, and the actors' ``then`` runs with no message from the driver.
+
+        Raises:
+            RemoteError: ``method`` failed on an actor (then no actor runs
+                ``then``), or ``then`` failed (here, or under MPI at the next wait
+                for results, as for ``broadcast``); it names the actor.
+
+        Example:
+            >>> from hpcrl.backends.local import LocalBackend
+            >>> backend = LocalBackend()
+            >>> actors = backend.spawn(list, count=2)
+            >>> backend.allgather(actors, "__len__", then=("append", ()))
+            [0, 0]
+            >>> backend.get(backend.call(actors, "pop"))
+            [[0, 0], [0, 0]]
+        """
+        results = self.get(self.call(actors, method, *args, **kwargs))
+        if then is not None:
+            name, then_args = then
+            self.get(self.call(actors, name, *then_args, results))
+        return results
 
     def stream(self, actors: Sequence[Any], method: str, *args: Any, **kwargs: Any) -> Stream:
         """A ``Stream`` of ``method(*args, **kwargs)`` results from each of ``actors``.

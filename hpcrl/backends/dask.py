@@ -210,6 +210,7 @@ class DaskBackend(Backend):
     """
 
     name = "dask"
+    loses_actors = True
 
     def __init__(
         self,

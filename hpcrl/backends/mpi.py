@@ -86,10 +86,12 @@ logger = logging.getLogger("hpcrl.backends.mpi")
 TAG_REQUEST = 11
 TAG_RESULT = 12
 TAG_STREAM = 13  # a stream's results, sent by worker ranks unasked (see MPIStream)
-# call ids of a collective's request (broadcast, reduce): its targets answer only a
-# failure, under BROADCAST or REDUCE; the other ranks only join the collective
+# call ids of a collective's request (broadcast, reduce, allgather): its targets
+# answer only a failure, under BROADCAST, REDUCE or ALLGATHER; the other ranks only
+# join the collective
 BROADCAST = -2
 REDUCE = -3
+ALLGATHER = -4
 NOT_TARGETED = -1
 # a worker rank whose lifeline to rank 0 closed waits this long for the shutdown request
 DRIVER_LOST_GRACE_S = 10.0
@@ -528,6 +530,43 @@ class MPIBackend(Backend):
             self._raise_collective_failure(method, failures)
         return result
 
+    def allgather(
+        self,
+        actors: Sequence[MPIActor],
+        method: str,
+        *args: Any,
+        then: tuple[str, tuple] | None = None,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """``method(*args, **kwargs)`` on each actor, the results exchanged in one
+        allgather over all ranks (``_allgather``: the sizes, then the bytes), after
+        which each actor's rank runs ``then`` on the list itself: no message from
+        the driver carries the results back. One small request per rank starts it,
+        as for ``reduce``; ranks that hold none of ``actors``, and this one,
+        contribute nothing.
+
+        Raises:
+            RemoteError: ``method`` failed on a rank (then no rank runs ``then``),
+                naming the first such rank, with its traceback. A failure of
+                ``then`` is raised by the next wait for results, as for ``broadcast``.
+        """
+        ranks = [actor.rank for actor in actors]
+        targets = set(ranks)
+        payload = (method, args, kwargs, then, ranks)
+        requests = {
+            call_id: _pack(("__allgather__", call_id, payload, None))
+            for call_id in (ALLGATHER, NOT_TARGETED)
+        }
+        for rank in range(1, self.size):
+            call_id = ALLGATHER if rank in targets else NOT_TARGETED
+            self._outbox.send_packed(requests[call_id], rank, TAG_REQUEST)
+        gathered = _allgather(self.comm, None)
+        for rank in ranks:
+            ok, value, remote_tb = gathered[rank]
+            if not ok:
+                raise RemoteError(f"MPI rank {rank} ({method})", value, remote_tb)
+        return [gathered[rank][1] for rank in ranks]
+
     def _raise_collective_failure(self, method: str, failures: int) -> None:
         """Raise the first ``RemoteError`` of the ranks that failed in a collective, once
         every one of them has arrived (each rank sent its own before joining)."""
@@ -635,7 +674,7 @@ class MPIBackend(Backend):
             self._route(message, status.Get_source())
             return True
         call_id, ok, value, remote_tb = message
-        if call_id in (BROADCAST, REDUCE):  # a collective's call failed on that rank
+        if call_id in (BROADCAST, REDUCE, ALLGATHER):  # a collective's call failed there
             method, error = value
             raise RemoteError(f"MPI rank {status.Get_source()} ({method})", error, remote_tb)
         future = self._pending.pop(call_id)
@@ -903,6 +942,8 @@ class _Server:
                 self._answer(call_id, lambda: getattr(self.actor, payload)(value), payload)
         elif method == "__reduce__":
             self._join_reduce(call_id, *payload)
+        elif method == "__allgather__":
+            self._join_allgather(call_id, *payload)
         elif method == "__stream__":  # no answer: results follow as credits allow
             *self.stream, self.credits = payload
             self.streamed = 0
@@ -980,18 +1021,73 @@ class _Server:
                 value, failed = identity, True
         _reduce(self.comm, value, op, identity, failed)
 
-    def _answer(self, call_id: int, fn: Any, broadcast_method: str | None = None) -> None:
-        """Run ``fn`` and send its result; for a broadcast, send only a failure, with the
-        method's name (the driver keeps no record of broadcasts)."""
+    def _join_allgather(
+        self,
+        call_id: int,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        then: tuple[str, tuple] | None,
+        ranks: list[int],
+    ) -> None:
+        """This rank's part of the driver's ``allgather``: its actor's result (or
+        failure) if it is a target, else None; then, if no target failed, ``then`` on
+        the targets' results in the driver's actor order (a failure of ``then`` goes
+        to the driver, as a broadcast's does)."""
+        contribution = None
+        if call_id == ALLGATHER:
+            try:
+                contribution = (True, getattr(self.actor, method)(*args, **kwargs), None)
+            except Exception as err:  # noqa: BLE001 - every rank learns of it, the driver raises it
+                contribution = (False, picklable_error(err), traceback.format_exc())
+        gathered = _allgather(self.comm, contribution)
+        if call_id != ALLGATHER or then is None or not all(gathered[r][0] for r in ranks):
+            return
+        name, then_args = then
+        results = [gathered[rank][1] for rank in ranks]
+        self._answer(ALLGATHER, lambda: getattr(self.actor, name)(*then_args, results), name)
+
+    def _answer(self, call_id: int, fn: Any, collective_method: str | None = None) -> None:
+        """Run ``fn`` and send its result; for a collective's part (broadcast,
+        allgather), send only a failure, with the method's name (the driver keeps no
+        record of those calls)."""
         try:
             reply = (call_id, True, fn(), None)
-            if broadcast_method is None:
+            if collective_method is None:
                 self.outbox.send(reply, 0, TAG_RESULT)
         except Exception as err:  # noqa: BLE001 - sent to the driver with its traceback
             error = picklable_error(err)
-            if broadcast_method is not None:
-                error = (broadcast_method, error)
+            if collective_method is not None:
+                error = (collective_method, error)
             self.outbox.send((call_id, False, error, traceback.format_exc()), 0, TAG_RESULT)
+
+
+def _allgather(comm: Any, obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank: an ``Iallgather`` of the
+    packed sizes, then an ``Iallgatherv`` of the packed objects (each padded to the
+    array alignment, so that arrays unpack aligned).
+
+    Non-blocking collectives waited on with a backoff, not mpi4py's blocking
+    ``allgather``: a rank that contributes early (or the driver, which contributes
+    nothing) sleeps instead of spinning a core that, on a node with fewer cores
+    than ranks, the ranks still computing need.
+    """
+    mpi = _import_mpi()
+    message = _pack(obj)
+    padded = np.zeros(-(-message.nbytes // _ALIGN) * _ALIGN, dtype=np.uint8)
+    padded[: message.nbytes] = message
+    sizes = np.empty(comm.Get_size(), dtype=np.int64)
+    _wait_backing_off(comm.Iallgather(np.array([padded.nbytes], dtype=np.int64), sizes))
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    region = np.empty(int(sizes.sum()), dtype=np.uint8)
+    _wait_backing_off(comm.Iallgatherv(padded, [region, sizes, offsets, mpi.BYTE]))
+    return [_unpack(region[start : start + size]) for start, size in zip(offsets, sizes)]
+
+
+def _wait_backing_off(request: Any) -> None:
+    backoff = _Backoff()
+    while not request.Test():
+        backoff.pause()
 
 
 def _reduce(

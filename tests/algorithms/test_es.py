@@ -38,6 +38,7 @@ def test_every_worker_and_the_driver_hold_the_same_parameters(trainer_class, ext
     info = result["info"]
     # a share is a few numbers per episode, not the parameters
     assert info["exchange_bytes_per_worker"] < 8 * before.size
+    assert info["exchange"] == "allgather"
     assert result["episodes_this_iter"] >= 0
 
 

@@ -64,3 +64,10 @@ def test_stream_contract():
 
     backend = LocalBackend()
     check_stream_contract(backend, backend.spawn(Ticker, count=2))
+
+
+def test_allgather_contract():
+    from allgather_contract import Peer, check_allgather_contract
+
+    backend = LocalBackend()
+    check_allgather_contract(backend, backend.spawn(Peer, count=3))

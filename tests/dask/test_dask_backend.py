@@ -200,3 +200,15 @@ def test_stream_contract(backend, actors):
         check_stream_contract(backend, [ticker])
     finally:
         backend.kill(ticker)
+
+
+def test_allgather_contract(dask_cluster, backend, actors):
+    from allgather_contract import Peer, check_allgather_contract
+
+    dask_cluster.scale(len(dask_cluster.worker_spec) + 2)  # a Dask worker for each peer
+    peers = backend.spawn(Peer, count=2)
+    try:
+        check_allgather_contract(backend, peers)
+    finally:
+        for peer in peers:
+            backend.kill(peer)

@@ -29,3 +29,4 @@ def test_es_workers_hold_the_drivers_parameters_after_every_iteration(dask_clust
             for theirs in trainer.workers.call_remote("apply", flat_state):
                 np.testing.assert_array_equal(theirs, driver)
     assert result["info"]["iteration"] == 3
+    assert result["info"]["exchange"] == "relayed"  # a lost worker can be re-created

@@ -19,6 +19,7 @@ from hpcrl.backends.base import RemoteError
 from hpcrl.backends.mpi import MPIBackend, WorkerTimeoutError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the stream contract
+from allgather_contract import Peer, check_allgather_contract  # noqa: E402
 from stream_contract import Ticker, check_stream_contract  # noqa: E402
 
 
@@ -174,8 +175,16 @@ def main() -> None:
     backend.restart(actors[0])
     assert backend.get(backend.call(actors[:1], "where")) == [(actors[0].rank, 10)]
 
+    # allgather: one collective over the ranks; every peer rank runs `then` itself
+    for actor in actors:
+        backend.kill(actor)  # every rank serves an actor: free them
+    if workers >= 2:
+        peers = backend.spawn(Peer, count=workers)
+        check_allgather_contract(backend, peers)
+        for peer in peers:
+            backend.kill(peer)
+
     # streams: worker ranks send results unasked, within their credits
-    backend.kill(actors[-1])  # every rank serves an actor: free one
     tickers = backend.spawn(Ticker, count=1)
     check_stream_contract(backend, tickers)
     # a stream left open is closed by shutdown

@@ -41,6 +41,7 @@ def main() -> None:
         for theirs in trainer.workers.call_remote("apply", flat_state):
             assert np.array_equal(theirs, driver), "a worker's parameters differ"
     assert result["info"]["exchange_bytes_per_worker"] < 4 * driver.size
+    assert result["info"]["exchange"] == "allgather", result["info"]["exchange"]
     workers = trainer.workers.num_workers
     print(f"IDENTICAL {result['training_iteration']} on {workers} workers", flush=True)
     trainer.stop()

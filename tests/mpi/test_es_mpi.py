@@ -41,3 +41,16 @@ def test_a_raising_rank_ends_the_job_naming_it():
     assert out.returncode != 0 and "IDENTICAL" not in out.stdout
     assert "MPI rank 2" in out.stderr and "env failure on worker" in out.stderr, out.stderr[-2000:]
     assert elapsed < 60, f"took {elapsed:.0f}s to fail"
+
+
+def test_collectives_benchmark_runs_es_over_the_allgather():
+    """A tiny run of benchmarks/collectives.py's MPI child (its figures are not checked)."""
+    script = HERE.parent.parent / "benchmarks" / "collectives.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [MPIEXEC, "-n", "3", sys.executable, str(script), "--backend", "mpi", "--system", "ES",
+         "--workers", "2", "--iterations", "1", "--episodes", "4"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert '"exchange": "allgather"' in out.stdout, out.stdout
