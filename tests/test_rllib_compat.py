@@ -166,9 +166,11 @@ def test_any_framework_is_ignored_with_the_note(config, caplog):
     assert f"ignored (no meaning in hpcrl): {next(iter(config))}" in note
 
 
-def test_gpu_workers_are_an_error():
-    with pytest.raises(ValueError, match="rollout workers act on the CPU"):
+def test_gpu_workers_are_an_error_but_for_ddppo_whose_workers_learn():
+    with pytest.raises(ValueError, match="rollout workers act on the CPU.*num_gpus_per_worker"):
         merge_config(get_trainer_class("PPO")._default_config, {"num_gpus_per_worker": 1})
+    merged = merge_config(get_trainer_class("DDPPO")._default_config, {"num_gpus_per_worker": 1})
+    assert merged["num_gpus_per_worker"] == 1
 
 
 @pytest.mark.parametrize("run, key", [("PPO", "noisy"), ("PPO", "lamda"), ("DQN", "num_atoms")])

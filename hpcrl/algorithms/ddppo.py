@@ -4,7 +4,8 @@ Every rollout worker is also a learner: it samples ``rollout_fragment_length
 x num_envs_per_worker`` steps, computes GAE on its own data, standardises its
 advantages, and runs ``num_sgd_iter`` epochs of minibatch SGD on them, the
 gradients of each minibatch averaged over all workers by one all-reduce
-(torch.distributed: gloo on CPUs, NCCL when every worker has a GPU). There is
+(torch.distributed: gloo on CPUs; with ``num_gpus_per_worker: 1`` each worker
+samples and learns on a GPU of its node and the all-reduce runs on NCCL). There is
 no central learner and no weight broadcast: every worker applies the same
 averaged gradients to the same weights with the same optimizer state, so the
 weights stay identical. The driver only starts each iteration and gathers
@@ -106,13 +107,16 @@ class DDPPOWorker(RolloutWorker):
         return self.learner.open_store(timeout_s)
 
     def join(self, rendezvous: Any, backend: str, device: str, timeout_s: float) -> None:
-        if device != "cpu":
-            raise ValueError(
-                f"DD-PPO's workers sample and learn on the CPU here; got device {device!r}: "
-                "set num_gpus_per_learner to 0"
-            )
+        """Join the workers' process group; with a GPU (``num_gpus_per_worker: 1``) the
+        trainable policies move to it first, to sample and learn there."""
+        for pid in self.policies_to_train:
+            self.policy_map[pid].to_device(device)
         self.learner.join(rendezvous, backend, device, timeout_s)
         self.learner.policies = {pid: self.policy_map[pid] for pid in self.policies_to_train}
+
+    def policy_devices(self) -> dict[str, str]:
+        """Where each trainable policy is (for the results and the tests)."""
+        return {pid: str(self.policy_map[pid].device) for pid in self.policies_to_train}
 
     def leave_group(self) -> None:
         """Leave the process group (after a peer was lost; a new one is formed)."""
@@ -217,6 +221,9 @@ class DDPPOOptimizer(PolicyOptimizer):
             all: one all-reduce each).
         learner_backend: "auto", "gloo" or "nccl".
         timeout_s: seconds a worker waits in the rendezvous or an all-reduce.
+        num_gpus_per_worker: 0 (every worker on the CPU, gloo) or 1 (a GPU each,
+            picked by its local rank on its node, as for data-parallel learners;
+            NCCL unless ``learner_backend`` is "gloo").
     """
 
     def __init__(
@@ -226,6 +233,7 @@ class DDPPOOptimizer(PolicyOptimizer):
         minibatches_per_epoch: int = 1,
         learner_backend: str = "auto",
         timeout_s: float = 300.0,
+        num_gpus_per_worker: int = 0,
     ) -> None:
         super().__init__(workers)
         remote = workers.remote_workers()
@@ -243,6 +251,7 @@ class DDPPOOptimizer(PolicyOptimizer):
         self.minibatches_per_epoch = minibatches_per_epoch
         self.learner_backend = learner_backend
         self.timeout_s = timeout_s
+        self.num_gpus_per_worker = num_gpus_per_worker
         self.group = self._form_group()
         self.iteration = 0
         self.num_steps_cut_short = 0  # steps the straggler rule spared
@@ -288,6 +297,8 @@ class DDPPOOptimizer(PolicyOptimizer):
             self.backend,
             {},
             actors=self.workers.remote_workers(),
+            num_gpus_per_learner=self.num_gpus_per_worker,
+            gpus_key="num_gpus_per_worker",
             learner_backend=self.learner_backend,
             timeout_s=self.timeout_s,
         )
@@ -341,6 +352,7 @@ class DDPPOOptimizer(PolicyOptimizer):
             "num_workers_learning": self.group.num_learners,
             "num_steps_cut_short": self.num_steps_cut_short,
             "learner_backend": self.group.process_group_backend,
+            "worker_devices": list(self.group.devices),
             "learner_allreduce_s": round(self.timings["allreduce_s"], 4),
             "learner_sgd_s": round(self.timings["sgd_s"], 4),
             "learner": self.learner_stats,
@@ -382,6 +394,10 @@ DDPPO_CONFIG: dict[str, Any] = {
     "preemption_fraction": 0.0,
     "preemption_min_fraction": 0.25,
     "preemption_chunks": 4,
+    # RLlib's key, with its meaning for DD-PPO: 1 gives every worker a GPU of its
+    # node (by local rank) to sample and learn on, the gradients all-reduced over
+    # NCCL; 0: CPUs and gloo.
+    "num_gpus_per_worker": 0,
 }
 
 
@@ -399,7 +415,13 @@ def validate_config(config: dict[str, Any]) -> None:
     if config["num_learners"] != 1 or config["num_gpus_per_learner"]:
         raise ValueError(
             "DD-PPO's workers are its learners: leave num_learners at 1 and "
-            "num_gpus_per_learner at 0 (set num_workers for more of them)"
+            "num_gpus_per_learner at 0 (set num_workers for more of them, "
+            "num_gpus_per_worker: 1 to put each on a GPU)"
+        )
+    if config["num_gpus_per_worker"] not in (0, 1):
+        raise ValueError(
+            f"num_gpus_per_worker must be 0 (workers on CPUs, gloo) or 1 (a GPU per "
+            f"worker, NCCL), got {config['num_gpus_per_worker']!r}"
         )
 
 
@@ -411,6 +433,7 @@ def make_ddppo_optimizer(workers: WorkerSet, config: dict[str, Any]) -> DDPPOOpt
         minibatches_per_epoch=max(1, rows // config["sgd_minibatch_size"]),
         learner_backend=config["learner_backend"],
         timeout_s=config["learner_timeout_s"],
+        num_gpus_per_worker=int(config["num_gpus_per_worker"]),
     )
 
 

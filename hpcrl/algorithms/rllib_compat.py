@@ -20,7 +20,10 @@ logger = logging.getLogger("hpcrl.algorithms.rllib_compat")
 # Stands for "any value" in IGNORED_KEYS.
 ANY = object()
 
-_CPU_WORKERS = "rollout workers act on the CPU; num_gpus puts the learner on a GPU"
+_CPU_WORKERS = (
+    "rollout workers act on the CPU; num_gpus puts the learner on a GPU "
+    "(DD-PPO's workers, which learn, take num_gpus_per_worker: 1)"
+)
 
 # RLlib keys for Ray's resources, TensorFlow, logging or RLlib's internals -> the values
 # at which they change nothing here (ANY: all). Another value is an error.

@@ -123,6 +123,9 @@ class LearnerGroup:
         learner_backend: "auto", "nccl" or "gloo".
         timeout_s: seconds a learner waits in the rendezvous or a collective
             for the others before failing.
+        actors: existing actors that learn besides their own job (DD-PPO's
+            workers), left to their owner; None: the group spawns its learners.
+        gpus_key: the config key that errors about GPUs name.
 
     Example:
         >>> import gymnasium as gym
@@ -144,6 +147,7 @@ class LearnerGroup:
         learner_backend: str = "auto",
         timeout_s: float = 300.0,
         actors: Sequence[Any] | None = None,
+        gpus_key: str = "num_gpus_per_learner",
     ) -> None:
         if actors is not None:  # actors that learn besides their own job (DD-PPO's workers)
             num_learners = len(actors)
@@ -185,8 +189,9 @@ class LearnerGroup:
                 [port] = self._gather(backend.call(self.learners[:1], "open_store", timeout_s))
             plan = plan_rendezvous([d["host"] for d in described], port)
             self.process_group_backend, self.devices = assign_devices(
-                plan, [d["gpus"] for d in described], num_gpus_per_learner, learner_backend
-            )
+                plan, [d["gpus"] for d in described], num_gpus_per_learner, learner_backend,
+                gpus_key,
+            )  # fmt: skip
             self._gather(
                 [
                     backend.call(

@@ -167,6 +167,7 @@ def assign_devices(
     visible_gpus: Sequence[Sequence[str]],
     num_gpus_per_learner: int,
     learner_backend: str = "auto",
+    gpus_key: str = "num_gpus_per_learner",
 ) -> tuple[str, list[str]]:
     """The process-group backend and each learner's torch device.
 
@@ -174,7 +175,9 @@ def assign_devices(
     sees. With ``num_gpus_per_learner=1`` each learner takes the visible GPU
     numbered by its local rank (modulo the number it sees, so index 0 when the
     launcher binds one GPU per task); ``"auto"`` then means NCCL. Without GPUs
-    every learner is on the CPU and ``"auto"`` means gloo.
+    every learner is on the CPU and ``"auto"`` means gloo. ``gpus_key`` is the
+    config key the errors name (DD-PPO's workers, its learners, take
+    ``num_gpus_per_worker``).
 
     Example:
         >>> plan = plan_rendezvous(["a", "a", "b", "b"], 29500)
@@ -188,7 +191,7 @@ def assign_devices(
         ValueError: an unknown backend, NCCL without GPUs, a learner without a
             GPU when GPUs are asked for, or two learners on one GPU.
     """
-    check_learner_options(num_gpus_per_learner, learner_backend)
+    check_learner_options(num_gpus_per_learner, learner_backend, gpus_key)
     if num_gpus_per_learner == 0:
         return "gloo", ["cpu"] * len(plan)
     devices = []
@@ -196,9 +199,9 @@ def assign_devices(
     for rendezvous, gpus in zip(plan, visible_gpus):
         if not gpus:
             raise ValueError(
-                f"learner {rendezvous.rank} sees no CUDA device but num_gpus_per_learner=1; "
+                f"learner {rendezvous.rank} sees no CUDA device but {gpus_key}=1; "
                 "run the learners where GPUs are visible (srun --gpus-per-task=1), or set "
-                "num_gpus_per_learner=0 to learn on CPUs over gloo"
+                f"{gpus_key}=0 to learn on CPUs over gloo"
             )
         index = rendezvous.local_rank % len(gpus)
         if gpus[index] in owner:
@@ -212,7 +215,9 @@ def assign_devices(
     return ("gloo" if learner_backend == "gloo" else "nccl"), devices
 
 
-def check_learner_options(num_gpus_per_learner: int, learner_backend: str) -> None:
+def check_learner_options(
+    num_gpus_per_learner: int, learner_backend: str, gpus_key: str = "num_gpus_per_learner"
+) -> None:
     """Raise ValueError, saying what to set, for options no learner group can honour.
 
     Example:
@@ -228,13 +233,13 @@ def check_learner_options(num_gpus_per_learner: int, learner_backend: str) -> No
         )
     if num_gpus_per_learner not in (0, 1):
         raise ValueError(
-            f"num_gpus_per_learner must be 0 (CPU) or 1 (one GPU per learner), got "
+            f"{gpus_key} must be 0 (CPU) or 1 (one GPU per learner), got "
             f"{num_gpus_per_learner!r}; for more GPUs ask for more learners"
         )
     if num_gpus_per_learner == 0 and learner_backend == "nccl":
         raise ValueError(
-            "learner_backend='nccl' needs a GPU per learner but num_gpus_per_learner=0; "
-            "set num_gpus_per_learner=1, or learner_backend='auto' or 'gloo' for CPU learners"
+            f"learner_backend='nccl' needs a GPU per learner but {gpus_key}=0; "
+            f"set {gpus_key}=1, or learner_backend='auto' or 'gloo' for CPU learners"
         )
 
 

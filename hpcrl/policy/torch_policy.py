@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Callable
@@ -349,7 +350,47 @@ class TorchPolicy(Policy):
             self.set_lr(state["cur_lr"])
         if "torch_generator" in state:
             generator_state = np.asarray(state["torch_generator"], dtype=np.uint8)
-            self.torch_generator.set_state(torch.from_numpy(generator_state.copy()))
+            if generator_state.size == self.torch_generator.get_state().numel():
+                self.torch_generator.set_state(torch.from_numpy(generator_state.copy()))
+            else:
+                # The state of a generator on another device type (a DD-PPO worker's GPU
+                # policy copied to the driver's CPU one, or back): its format differs, so
+                # this generator is seeded from it, deterministically, instead of
+                # continuing its stream.
+                digest = hashlib.sha256(generator_state.tobytes()).digest()
+                self.torch_generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+    def to_device(self, device: str | torch.device) -> None:
+        """Move this policy to ``device`` (e.g. "cuda:1"), as it is: the model and any
+        other module or tensor it holds as an attribute (a target network), the
+        optimizer with its state, and the generator it samples actions with (seeded
+        from the old one: a stream cannot move between device types).
+
+        Example:
+            >>> import gymnasium as gym
+            >>> from hpcrl.algorithms.ppo import PPOTorchPolicy
+            >>> policy = PPOTorchPolicy(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(2), {})
+            >>> policy.to_device("cpu")
+            >>> policy.device
+            device(type='cpu')
+        """
+        device = torch.device(device)
+        if device == self.device:
+            return
+        optimizer_state = to_numpy(self._optimizer.state_dict())
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.nn.Module):
+                value.to(device)
+            elif isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        old = self.torch_generator
+        seed = int(torch.randint(0, 2**62, (1,), generator=old, device=old.device))
+        self.torch_generator = torch.Generator(device=device)
+        self.torch_generator.manual_seed(seed)
+        self.device = device
+        self.config["device"] = str(device)
+        self._optimizer = self.optimizer()
+        self._optimizer.load_state_dict(to_torch(optimizer_state))
 
     def get_initial_state(self) -> list[np.ndarray]:
         return [np.asarray(s) for s in self.model.get_initial_state()]

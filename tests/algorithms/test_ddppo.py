@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from hpcrl.algorithms.ddppo import DDPPOTrainer
 
@@ -36,11 +37,14 @@ def test_the_worker_learns_and_a_checkpoint_holds_its_policy(tmp_path):
     for key, value in worker["default_policy"]["weights"].items():
         np.testing.assert_array_equal(saved["weights"][key], value)
         assert not np.array_equal(value, before[key]) or value.size == 0
+    steps = saved["optimizer_state"]["steps"][0]
+    assert steps == 8  # 64 rows in minibatches of 16, 2 epochs
     with DDPPOTrainer(SMALL, env="CartPole-v1") as restored:
         restored.restore(path)
         restored.train()  # the worker goes on from the restored policy
         [state] = restored.workers.call_remote("get_policy_states")
-    assert state["default_policy"]["num_updates"] if "num_updates" in state else True
+    # Adam's step count went on from the checkpoint's, not from a fresh optimizer's
+    assert state["default_policy"]["optimizer_state"]["steps"][0] == 2 * steps
     assert restored.optimizer.iteration == 2
 
 
@@ -52,11 +56,41 @@ def test_the_worker_learns_and_a_checkpoint_holds_its_policy(tmp_path):
         ({"kl_coeff": 0.2}, "DD-PPO has no KL penalty"),
         ({"batch_mode": "complete_episodes"}, "needs batch_mode 'truncate_episodes'"),
         ({"num_learners": 2}, "DD-PPO's workers are its learners"),
+        ({"num_gpus_per_learner": 1}, "num_gpus_per_worker: 1 to put each on a GPU"),
+        ({"num_gpus_per_worker": 2}, "num_gpus_per_worker must be 0 .* or 1 .*, got 2"),
     ],
 )
 def test_what_it_cannot_run_is_a_clear_error(config, message):
     with pytest.raises(ValueError, match=message):
         DDPPOTrainer({**SMALL, **config}, env="CartPole-v1")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_a_gpu_per_worker_without_one_names_the_key_to_set():
+    with pytest.raises(ValueError, match="sees no CUDA device but num_gpus_per_worker=1.*"
+                       "set num_gpus_per_worker=0"):  # fmt: skip
+        DDPPOTrainer({**SMALL, "num_gpus_per_worker": 1}, env="CartPole-v1")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_worker_samples_and_learns_on_its_gpu_and_checkpoints_to_the_cpu(tmp_path):
+    config = {**SMALL, "num_gpus_per_worker": 1}
+    with DDPPOTrainer(config, env="CartPole-v1") as trainer:
+        assert trainer.workers.call_remote("policy_devices") == [{"default_policy": "cuda:0"}]
+        result = trainer.train()
+        assert result["info"]["worker_devices"] == ["cuda:0"]
+        assert result["info"]["num_steps_trained"] == 64
+        path = trainer.save(str(tmp_path))  # worker 0's GPU policy copied to the CPU driver
+        assert trainer.get_policy().device.type == "cpu"
+        [worker] = trainer.workers.call_remote("get_policy_states")
+        saved = trainer.get_policy().get_state()
+    for key, value in worker["default_policy"]["weights"].items():
+        np.testing.assert_array_equal(saved["weights"][key], value)
+    with DDPPOTrainer(config, env="CartPole-v1") as restored:
+        restored.restore(path)
+        restored.train()
+        [state] = restored.workers.call_remote("get_policy_states")
+    assert state["default_policy"]["optimizer_state"]["steps"][0] == 16
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 HERE = Path(__file__).resolve().parent
 TUNED = HERE.parents[1] / "examples" / "tuned"
@@ -31,6 +32,15 @@ def mpirun(args: list[str], ranks: int = 3, timeout: float = 300) -> subprocess.
 
 def test_every_worker_holds_the_same_weights_and_the_driver_copies_worker_0():
     out = mpirun([str(HERE / "ddppo_script.py")])
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "IDENTICAL 3 on 2 workers" in out.stdout
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs"
+)
+def test_workers_on_gpus_all_reduce_over_nccl_and_hold_the_same_weights():
+    out = mpirun([str(HERE / "ddppo_script.py"), "gpu"])
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "IDENTICAL 3 on 2 workers" in out.stdout
 

@@ -80,6 +80,47 @@ def test_state_without_optimizer_and_a_partial_state_leave_the_rest_alone():
         np.testing.assert_array_equal(value, policy.get_weights()[key])
 
 
+def test_a_generator_state_from_another_device_type_seeds_the_generator():
+    """A CUDA generator's state (16 bytes: seed and offset) cannot set a CPU generator
+    (5,056 bytes) or the reverse: the state seeds it instead, the same way each time."""
+    a, b = PGTorchPolicy(OBS, ACT, CONFIG), PGTorchPolicy(OBS, ACT, {**CONFIG, "seed": 1})
+    foreign = {"torch_generator": np.arange(16, dtype=np.uint8)}
+    a.set_state(foreign)
+    b.set_state(foreign)
+    first = a.compute_actions(obs_batch(64))[0]
+    np.testing.assert_array_equal(first, b.compute_actions(obs_batch(64))[0])
+    a.set_state({"torch_generator": np.arange(1, 17, dtype=np.uint8)})
+    b.set_state(foreign)
+    assert not np.array_equal(
+        a.compute_actions(obs_batch(64))[0], b.compute_actions(obs_batch(64))[0]
+    )
+    # a state of its own kind still continues the stream exactly
+    b.set_state(a.get_state())
+    np.testing.assert_array_equal(
+        a.compute_actions(obs_batch(64))[0], b.compute_actions(obs_batch(64))[0]
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_to_device_moves_the_model_optimizer_and_generator_and_back():
+    a, b = PGTorchPolicy(OBS, ACT, CONFIG), PGTorchPolicy(OBS, ACT, CONFIG)
+    batch = batch_from(a)
+    a.learn_on_batch(batch)
+    b.learn_on_batch(batch)
+    b.to_device("cuda:0")
+    assert b.device.type == "cuda" and next(b.model.parameters()).is_cuda
+    assert b.torch_generator.device.type == "cuda"
+    assert b.compute_actions(obs_batch())[0].shape == (5,)
+    # Adam's moments came along: the next update is the one on the CPU
+    a.learn_on_batch(batch)
+    b.learn_on_batch(batch)
+    for key, value in a.get_weights().items():
+        np.testing.assert_allclose(value, b.get_weights()[key], rtol=1e-4, atol=1e-6)
+    b.to_device("cpu")
+    assert next(b.model.parameters()).device.type == "cpu"
+    a.set_state(b.get_state())
+
+
 def test_gradients_applied_elsewhere_equal_learn_on_batch():
     a = PGTorchPolicy(OBS, ACT, CONFIG)
     b = PGTorchPolicy(OBS, ACT, CONFIG)
