@@ -128,7 +128,8 @@ RANGE_OF = {
         "positive",
     ),
     **dict.fromkeys(
-        ["gamma", "lambda", "num_gpus_per_learner", "preemption_fraction", "decay", "momentum",
+        ["gamma", "lambda", "num_gpus_per_learner", "num_gpus_per_worker", "preemption_fraction",
+         "decay", "momentum",
          "prioritized_replay_alpha", "prioritized_replay_beta", "final_prioritized_replay_beta",
          "eval_prob", "exploration_config.initial_epsilon", "exploration_config.final_epsilon"],
         "unit",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -256,3 +257,32 @@ def test_rllib_pendulum_ppo_files_run_as_they_stand(name, override, tmp_path, ca
         assert main([*args, *override, "--local-dir", str(tmp_path), "-q"]) == 0
     [config_note] = [note for note in notes(caplog) if note.startswith(NOTE)]
     assert "ignored (no meaning in hpcrl): framework" in config_note
+
+
+@pytest.mark.parametrize(
+    "name, notes_expected, steps",
+    [
+        # DD-PPO's 2 workers in child processes of the local backend
+        ("cartpole-ddppo.yaml", [], 2 * 5 * 100),
+        # train_batch_size: 2500 "per worker": 4 workers x 10 envs x 250 steps
+        ("pendulum-ddppo.yaml", ["train_batch_size 2500 read as rows per worker"], 10_000),
+        ("cartpole-es.yaml", [], None),
+        ("cartpole-ars.yaml", ["renamed: sgd_stepsize -> stepsize"], None),
+    ],
+)
+def test_rllib_collective_algorithm_files_run_as_they_stand(
+    name, notes_expected, steps, tmp_path, caplog
+):
+    """RLlib's tuned DD-PPO, ES and ARS files, unchanged (one iteration each)."""
+    args = ["train", "-f", str(RLLIB_YAML / name), "--stop", '{"training_iteration": 1}']
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--local-dir", str(tmp_path), "-q"]) == 0
+    said = "\n".join(record.getMessage() for record in caplog.records)
+    assert "ignored (no meaning in hpcrl): framework" in said
+    for note in notes_expected:
+        assert note in said, said
+    [trial] = list(tmp_path.glob("*/*/result.json"))
+    result = json.loads(trial.read_text().splitlines()[-1])
+    assert result["training_iteration"] == 1
+    if steps is not None:  # (a fragment may end a few rows late, at an episode's reset)
+        assert steps <= result["timesteps_total"] < 1.05 * steps

@@ -247,7 +247,8 @@ CONFIG_RANGES: dict[str, Interval] = {
     "max_worker_restarts": _COUNT,
     "env_step_timeout_s": _POSITIVE,
     "num_learners": _SIZE,
-    # num_gpus_per_learner: 0 or 1, checked with its meaning by check_learner_options.
+    # num_gpus_per_learner: 0 or 1, checked with its meaning by check_learner_options;
+    # DD-PPO's num_gpus_per_worker: 0 or 1, checked by its validate_config.
     "learner_timeout_s": _POSITIVE,
     "keep_checkpoints_num": _SIZE,
     # policy gradient family

@@ -15,9 +15,9 @@ evaluation).
 The workers form their process group as the data-parallel learners do
 (``LearnerGroup`` with the workers as its actors), so it runs wherever those
 do: MPI ranks (``mpiexec -n 3 hpcrl train --run DDPPO --backend mpi``),
-``srun``/sbatch (``slurm/mpi_job.sbatch --run DDPPO``), and Dask actors. The
-local backend holds every worker in the driver's process, so there it runs
-with one worker only.
+``srun``/sbatch (``slurm/mpi_job.sbatch --run DDPPO``), Dask actors, and on the
+local backend child processes of the driver, one per worker (one worker stays
+in the driver's process).
 
 The paper's straggler rule, off by default: with ``preemption_fraction`` > 0
 a worker samples its fragment in ``preemption_chunks`` parts and, after at
@@ -43,6 +43,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,6 +62,8 @@ from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY
 from hpcrl.policy.observation_filter import without_filter_state
 from hpcrl.policy.sgd import mean_stats, plan_sequence_minibatches, standardize_fields
+
+logger = logging.getLogger("hpcrl.algorithms.ddppo")
 
 
 def should_stop_sampling(
@@ -384,8 +388,9 @@ DDPPO_CONFIG: dict[str, Any] = {
     "lr": 3e-4,
     "kl_coeff": 0.0,
     "kl_target": 0.0,
-    # Unused: each worker learns on its own fragment (rollout_fragment_length x
-    # num_envs_per_worker rows).
+    # Each worker learns on its own fragment (rollout_fragment_length x
+    # num_envs_per_worker rows). -1: that; a value (rows per worker, as in RLlib's
+    # pendulum-ddppo.yaml) sets rollout_fragment_length to it / num_envs_per_worker.
     "train_batch_size": -1,
     # The straggler rule (Wijmans et al.): > 0 turns it on; a worker stops sampling
     # once this fraction of the workers has finished, after at least
@@ -402,6 +407,30 @@ DDPPO_CONFIG: dict[str, Any] = {
 
 
 def validate_config(config: dict[str, Any]) -> None:
+    rows = config["train_batch_size"]
+    if rows != -1:
+        envs = config["num_envs_per_worker"]
+        fragment = rows // envs
+        if rows % envs:
+            raise ValueError(
+                f"DD-PPO reads train_batch_size as rows per worker: {rows} is not a multiple "
+                f"of num_envs_per_worker ({envs}); set rollout_fragment_length instead "
+                "(steps per env) and leave train_batch_size at -1"
+            )
+        given = config["rollout_fragment_length"]
+        if given not in (DDPPO_CONFIG["rollout_fragment_length"], fragment):
+            raise ValueError(
+                f"train_batch_size {rows} (rows per worker: {fragment} steps x {envs} envs) "
+                f"and rollout_fragment_length {given} say different things; give one of them"
+            )
+        config["rollout_fragment_length"] = fragment
+        logger.warning(
+            "DD-PPO: train_batch_size %d read as rows per worker: rollout_fragment_length %d "
+            "x %d envs",
+            rows,
+            fragment,
+            envs,
+        )
     if config["kl_coeff"] != 0:
         raise ValueError(
             f"DD-PPO has no KL penalty (each worker would adapt its own coefficient); "
@@ -438,9 +467,25 @@ def make_ddppo_optimizer(workers: WorkerSet, config: dict[str, Any]) -> DDPPOOpt
 
 
 class DDPPOWorkersMixin:
-    """The trainer's remote workers are ``DDPPOWorker``s."""
+    """The trainer's remote workers are ``DDPPOWorker``s; on the local backend, more
+    than one run in child processes of the driver."""
 
     remote_worker_class = DDPPOWorker
+
+    def workers_backend(self) -> Any:
+        """torch.distributed needs a process per rank, so on the local backend two or
+        more workers are child processes of the driver (``ProcessBackend``, as the
+        data-parallel learners are), each with its share of the cores' torch
+        threads (``num_torch_threads`` if set). Such a worker is not re-created if
+        its process dies: the run stops naming it."""
+        config = self.config
+        workers = config["num_workers"]
+        if config["backend"] != "local" or not isinstance(workers, int) or workers < 2:
+            return config["backend"]
+        from hpcrl.learners.processes import ProcessBackend
+
+        threads = config.get("num_torch_threads") or max(1, (os.cpu_count() or 1) // workers)
+        return ProcessBackend(env={"OMP_NUM_THREADS": str(threads)})
 
 
 DDPPOTorchPolicy = PPOTorchPolicy.with_updates(

@@ -94,6 +94,14 @@ IGNORED_KEYS: dict[str, Any] = {
     "min_train_timesteps_per_reporting": (0,),
     # RLlib's default exploration for policy-gradient algorithms: sample the policy.
     "exploration_config": ({}, {"type": "StochasticSampling"}),
+    # ES and ARS: results average the unperturbed episodes over
+    # metrics_smoothing_episodes (RLlib: the last report_length iterations' means);
+    # TensorFlow's threads; the fitness shaping ES always does; ARS's reward offset
+    # (the ARS paper's survival-bonus shift for MuJoCo), not implemented but at 0.
+    "report_length": ANY,
+    "tf_single_threaded": ANY,
+    "return_proc_mode": ("centered_rank",),
+    "offset": (0, 0.0),
 }
 _WHY_NOT_IGNORED = {
     "num_gpus_per_worker": _CPU_WORKERS,
@@ -120,6 +128,7 @@ RENAMED_KEYS: dict[str, str] = {
     "Q_model": "q_model_config",
     "policy_model": "policy_model_config",
     "restart_failed_sub_environments": "recreate_failed_envs",
+    "sgd_stepsize": "stepsize",  # ARS's name for its step size (ES's is stepsize)
 }
 # Per learner in RLlib's new stack; hpcrl's keys count all learners together.
 PER_LEARNER_KEYS: dict[str, str] = {

@@ -135,7 +135,7 @@ class Trainer:
             env_creator=self.config["env"],
             num_workers=self.config["num_workers"],
             config=self.config,
-            backend=self.config["backend"],
+            backend=self.workers_backend(),
             worker_class=self.remote_worker_class,
         )
         self.config["num_workers"] = self.workers.num_workers
@@ -143,6 +143,11 @@ class Trainer:
             self._check_input_fits_env()
         self.optimizer = self.make_policy_optimizer(self.workers, self.config)
         self.after_init()
+
+    def workers_backend(self) -> Any:
+        """Where the remote workers run: the config's ``backend`` (DD-PPO's workers,
+        each a rank of its own, run in child processes on the local backend)."""
+        return self.config["backend"]
 
     def _check_input_fits_env(self) -> None:
         """The env evaluations play on must have the spaces of the recorded batches

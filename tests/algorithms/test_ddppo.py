@@ -51,18 +51,44 @@ def test_the_worker_learns_and_a_checkpoint_holds_its_policy(tmp_path):
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"num_workers": 2}, "use --backend mpi"),
         ({"num_workers": 0}, "num_workers >= 1"),
         ({"kl_coeff": 0.2}, "DD-PPO has no KL penalty"),
         ({"batch_mode": "complete_episodes"}, "needs batch_mode 'truncate_episodes'"),
         ({"num_learners": 2}, "DD-PPO's workers are its learners"),
         ({"num_gpus_per_learner": 1}, "num_gpus_per_worker: 1 to put each on a GPU"),
         ({"num_gpus_per_worker": 2}, "num_gpus_per_worker must be 0 .* or 1 .*, got 2"),
+        ({"train_batch_size": 63}, "63 is not a multiple of num_envs_per_worker"),
+        ({"train_batch_size": 96}, "train_batch_size 96 .* and rollout_fragment_length 32 say"),
     ],
 )
 def test_what_it_cannot_run_is_a_clear_error(config, message):
     with pytest.raises(ValueError, match=message):
         DDPPOTrainer({**SMALL, **config}, env="CartPole-v1")
+
+
+def test_train_batch_size_is_rows_per_worker():
+    """RLlib's pendulum-ddppo.yaml gives train_batch_size "per worker"."""
+    config = {**SMALL, "train_batch_size": 48}
+    del config["rollout_fragment_length"]
+    with DDPPOTrainer(config, env="CartPole-v1") as trainer:
+        assert trainer.config["rollout_fragment_length"] == 24  # x 2 envs
+        assert trainer.train()["info"]["num_steps_trained"] == 48
+
+
+def test_two_workers_on_the_local_backend_learn_in_child_processes():
+    import os
+
+    with DDPPOTrainer({**SMALL, "num_workers": 2}, env="CartPole-v1") as trainer:
+        assert type(trainer.workers.backend).__name__ == "ProcessBackend"
+        for _ in range(2):
+            result = trainer.train()
+        assert result["info"]["num_workers_learning"] == 2
+        assert result["info"]["learner_backend"] == "gloo"
+        pids = trainer.workers.call_remote("apply", lambda worker: os.getpid())
+        assert len(set(pids)) == 2 and os.getpid() not in pids
+        first, second = trainer.workers.call_remote("get_policy_states")
+    for key, value in first["default_policy"]["weights"].items():
+        np.testing.assert_array_equal(second["default_policy"]["weights"][key], value)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
