@@ -68,14 +68,20 @@ def check_allgather_contract(backend, actors) -> None:
     histories = backend.get(backend.call(actors, "history"))
     assert all(h[-1][0] != "never" for h in histories), histories
 
-    # a failing `then` is raised (here, or by the next wait for results under MPI)
-    try:
-        backend.allgather(actors[:1], "share", 1, then=("receive", ("fail",)))
-        backend.get(backend.call(actors, "history"))
-    except RemoteError as err:
-        assert "refuses the results" in str(err) and "receive" in str(err), err
-    else:
-        raise AssertionError("the failed `then` was not raised")
+    # a failing `then` is raised (here, or under MPI by the next wait for results or
+    # the next allgather)
+    for after in ("call", "allgather"):
+        try:
+            backend.allgather(actors[:1], "share", 1, then=("receive", ("fail",)))
+            if after == "call":
+                backend.get(backend.call(actors, "history"))
+            else:
+                backend.allgather(actors, "share", 1)
+                backend.allgather(actors, "share", 1)
+        except RemoteError as err:
+            assert "refuses the results" in str(err) and "receive" in str(err), err
+        else:
+            raise AssertionError(f"the failed `then` was not raised (by the next {after})")
 
     # every actor still serves
     assert backend.allgather(actors, "share", 3) == expected

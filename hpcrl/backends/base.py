@@ -207,7 +207,7 @@ class Backend:
         Raises:
             RemoteError: ``method`` failed on an actor (then no actor runs
                 ``then``), or ``then`` failed (here, or under MPI at the next wait
-                for results, as for ``broadcast``); it names the actor.
+                for results or the next ``allgather``); it names the actor.
 
         Example:
             >>> from hpcrl.backends.local import LocalBackend

@@ -548,8 +548,10 @@ class MPIBackend(Backend):
         Raises:
             RemoteError: ``method`` failed on a rank (then no rank runs ``then``),
                 naming the first such rank, with its traceback. A failure of
-                ``then`` is raised by the next wait for results, as for ``broadcast``.
+                ``then`` is raised by the next wait for results, as for
+                ``broadcast``, or by the next ``allgather``.
         """
+        self._drain()  # a failure of an earlier allgather's `then` is raised here
         ranks = [actor.rank for actor in actors]
         targets = set(ranks)
         payload = (method, args, kwargs, then, ranks)
@@ -561,6 +563,7 @@ class MPIBackend(Backend):
             call_id = ALLGATHER if rank in targets else NOT_TARGETED
             self._outbox.send_packed(requests[call_id], rank, TAG_REQUEST)
         gathered = _allgather(self.comm, None)
+        self._drain()
         for rank in ranks:
             ok, value, remote_tb = gathered[rank]
             if not ok:

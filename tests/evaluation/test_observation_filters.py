@@ -274,7 +274,13 @@ FAMILIES = {
         "num_replay_buffer_shards": 1,
         "min_iter_time_s": 0.0,
     },  # fmt: skip
-    "DDPPO": {"num_workers": 1, "sgd_minibatch_size": 20, "num_sgd_iter": 1},
+    # (DD-PPO reads train_batch_size per worker: 20 steps x 2 envs)
+    "DDPPO": {
+        "num_workers": 1,
+        "train_batch_size": 40,
+        "sgd_minibatch_size": 20,
+        "num_sgd_iter": 1,
+    },
     "PPO-data-parallel": {"num_learners": 2, "sgd_minibatch_size": 40, "num_sgd_iter": 1},
 }
 
