@@ -516,15 +516,8 @@ class MPIBackend(Backend):
                 it names the rank and carries its traceback.
         """
         identity = np.ascontiguousarray(identity)
-        targets = {actor.rank for actor in actors}
         payload = (method, args, kwargs, op, identity)
-        requests = {
-            call_id: _pack(("__reduce__", call_id, payload, None))
-            for call_id in (REDUCE, NOT_TARGETED)
-        }
-        for rank in range(1, self.size):
-            call_id = REDUCE if rank in targets else NOT_TARGETED
-            self._outbox.send_packed(requests[call_id], rank, TAG_REQUEST)
+        self._start_collective("__reduce__", REDUCE, actors, payload)
         result, failures = _reduce(self.comm, identity, op, identity)
         if failures:
             self._raise_collective_failure(method, failures)
@@ -553,15 +546,8 @@ class MPIBackend(Backend):
         """
         self._drain()  # a failure of an earlier allgather's `then` is raised here
         ranks = [actor.rank for actor in actors]
-        targets = set(ranks)
         payload = (method, args, kwargs, then, ranks)
-        requests = {
-            call_id: _pack(("__allgather__", call_id, payload, None))
-            for call_id in (ALLGATHER, NOT_TARGETED)
-        }
-        for rank in range(1, self.size):
-            call_id = ALLGATHER if rank in targets else NOT_TARGETED
-            self._outbox.send_packed(requests[call_id], rank, TAG_REQUEST)
+        self._start_collective("__allgather__", ALLGATHER, actors, payload)
         gathered = _allgather(self.comm, None)
         self._drain()
         for rank in ranks:
@@ -569,6 +555,21 @@ class MPIBackend(Backend):
             if not ok:
                 raise RemoteError(f"MPI rank {rank} ({method})", value, remote_tb)
         return [gathered[rank][1] for rank in ranks]
+
+    def _start_collective(
+        self, request: str, targeted: int, actors: Sequence[MPIActor], payload: Any
+    ) -> None:
+        """Send every worker rank the request that makes it join a collective: under
+        call id ``targeted`` to the ranks of ``actors``, ``NOT_TARGETED`` to the rest
+        (each request packed once)."""
+        targets = {actor.rank for actor in actors}
+        requests = {
+            call_id: _pack((request, call_id, payload, None))
+            for call_id in (targeted, NOT_TARGETED)
+        }
+        for rank in range(1, self.size):
+            call_id = targeted if rank in targets else NOT_TARGETED
+            self._outbox.send_packed(requests[call_id], rank, TAG_REQUEST)
 
     def _raise_collective_failure(self, method: str, failures: int) -> None:
         """Raise the first ``RemoteError`` of the ranks that failed in a collective, once
