@@ -54,6 +54,8 @@ CONFIGS = {
     },
     "SAC": {"learning_starts": 100, "timesteps_per_iteration": 200},
     "A2C": {"train_batch_size": 200},
+    # its workers learn: 2 of them on every path (child processes on the local one)
+    "DDPPO": {"num_workers": 2, "rollout_fragment_length": 32, "num_sgd_iter": 1},
 }
 IMPORTS = {
     "local": "import torch, gymnasium, numpy, h5py",
@@ -77,7 +79,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def train_command(algorithm: str, path: str, local_dir: str) -> list[str]:
-    config = {**CONFIGS.get(algorithm, {}), "num_workers": 0}
+    config = {"num_workers": 0, **CONFIGS.get(algorithm, {})}
     command = [
         sys.executable, "-m", "hpcrl", "train", "--run", algorithm,
         "--env", ENVS.get(algorithm, "CartPole-v1"), "--local-dir", local_dir,

@@ -396,7 +396,7 @@ def train_command(args: argparse.Namespace) -> int:
         # imports below rather than after them (hpcrl.backends.prestart).
         from hpcrl.backends.prestart import prestart
 
-        prestart(experiments[0]["config"])
+        prestart(experiments[0]["config"], experiments[0]["run"])
     from hpcrl.tune.experiment import Experiment, StopCriterionError
     from hpcrl.tune.preemption import EXIT_PREEMPTED, TrialPreempted
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,6 +54,7 @@ from hpcrl.algorithms.ppo import PPOTorchPolicy
 from hpcrl.algorithms.trainer_template import build_trainer
 from hpcrl.backends.base import WorkerLostError
 from hpcrl.backends.local import LocalBackend
+from hpcrl.backends.prestart import DDPPO_DEFAULT_WORKERS, ddppo_worker_env
 from hpcrl.evaluation.rollout_worker import RolloutWorker
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.learners.learner_group import LearnerGroup
@@ -378,7 +378,7 @@ DDPPO_CONFIG: dict[str, Any] = {
     **PPO_CONFIG,
     # RLlib's DD-PPO values: per worker, fragments of 100 steps from 5 envs,
     # minibatches of 50 rows; no KL penalty (each worker would adapt its own).
-    "num_workers": 2,
+    "num_workers": DDPPO_DEFAULT_WORKERS,
     "rollout_fragment_length": 100,
     "num_envs_per_worker": 5,
     "sgd_minibatch_size": 50,
@@ -484,8 +484,8 @@ class DDPPOWorkersMixin:
             return config["backend"]
         from hpcrl.learners.processes import ProcessBackend
 
-        threads = config.get("num_torch_threads") or max(1, (os.cpu_count() or 1) // workers)
-        return ProcessBackend(env={"OMP_NUM_THREADS": str(threads)})
+        # (hpcrl train started these processes already: hpcrl.backends.prestart)
+        return ProcessBackend(env=ddppo_worker_env(config, workers))
 
 
 DDPPOTorchPolicy = PPOTorchPolicy.with_updates(

@@ -10,6 +10,9 @@ so their imports run beside the driver's:
 - ``num_learners`` > 1 on the local backend: the learner child processes
   (``hpcrl.learners.processes.prestart``), each importing the learner's
   modules; the LearnerGroup takes them when it is built.
+- DD-PPO with two or more workers on the local backend: the workers' child
+  processes, each importing DD-PPO, with the torch threads they will have
+  (``ddppo_worker_env``); the trainer's WorkerSet takes them.
 - the Dask backend without ``dask_address`` (a LocalCluster hpcrl starts):
   the forkserver its worker processes will be forked from, which imports
   distributed, torch and hpcrl's rollout worker once
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import os
 from typing import Any
 
 # What a Dask worker of hpcrl's LocalCluster imports before it is forked.
@@ -35,19 +39,37 @@ DASK_WORKER_PRELOAD = (
 )
 
 
-def prestart(config: dict[str, Any]) -> None:
-    """Start the helper processes the run of ``config`` will need (see the module
-    docstring); nothing for a run that needs none. A config with errors starts
-    nothing: its error comes later, from the trainer."""
+# DD-PPO's default number of workers (here, where prestart reads it without
+# importing the algorithm and torch with it).
+DDPPO_DEFAULT_WORKERS = 2
+
+
+def ddppo_worker_env(config: dict[str, Any], workers: int) -> dict[str, str]:
+    """The extra environment of DD-PPO's worker processes on the local backend: each
+    its share of the cores' torch threads, or ``num_torch_threads`` if set."""
+    threads = config.get("num_torch_threads") or max(1, (os.cpu_count() or 1) // workers)
+    return {"OMP_NUM_THREADS": str(int(threads))}
+
+
+def prestart(config: dict[str, Any], run: str | None = None) -> None:
+    """Start the helper processes the run of algorithm ``run`` with ``config`` will
+    need (see the module docstring); nothing for a run that needs none. A config
+    with errors starts nothing: its error comes later, from the trainer."""
     backend = config.get("backend", "local")
     try:
         learners = int(config.get("num_learners") or 1)
+        workers = config.get("num_workers", DDPPO_DEFAULT_WORKERS)
+        ddppo_workers = workers if run == "DDPPO" and type(workers) is int else 0
+        ddppo_env = ddppo_worker_env(config, ddppo_workers) if ddppo_workers > 1 else {}
     except (TypeError, ValueError):
         return
-    if backend in (None, "local") and learners > 1:
+    if backend in (None, "local") and (learners > 1 or ddppo_workers > 1):
         from hpcrl.learners.processes import prestart as prestart_children
 
-        prestart_children(learners)
+        if learners > 1:
+            prestart_children(learners)
+        else:
+            prestart_children(ddppo_workers, ("hpcrl.algorithms.ddppo",), ddppo_env)
     elif backend == "dask" and config.get("dask_address") is None:
         start_dask_forkserver()
 

@@ -223,35 +223,43 @@ class ProcessBackend(Backend):
         atexit.unregister(self.shutdown)
 
     def _start(self, index: int, role: str) -> ProcessActor:
-        if _PRESTARTED and not self.env:
-            process, connection = _PRESTARTED.pop(0)
+        ready = [i for i, (_, _, env) in enumerate(_PRESTARTED) if env == self.env]
+        if ready:
+            process, connection, _ = _PRESTARTED.pop(ready[0])
         else:
             process, connection = _start_child(self.env)
         return ProcessActor(index, role, process, connection)
 
 
-# Children started ahead by ``prestart``, taken by the next ProcessBackend's spawns.
-_PRESTARTED: list[tuple[subprocess.Popen, Connection]] = []
+# Children started ahead by ``prestart`` (with the extra environment they were
+# started with), taken by the next spawns of a ProcessBackend with that environment.
+_PRESTARTED: list[tuple[subprocess.Popen, Connection, dict[str, str]]] = []
 
 
-def prestart(count: int, preload: Sequence[str] = ("hpcrl.learners.learner",)) -> None:
-    """Start ``count`` children now, importing ``preload`` (by default the learner's
-    modules, torch among them) while this process goes on; the next
-    ``ProcessBackend.spawn`` calls take them instead of starting new ones.
+def prestart(
+    count: int,
+    preload: Sequence[str] = ("hpcrl.learners.learner",),
+    env: dict[str, str] | None = None,
+) -> None:
+    """Start ``count`` children now, with the extra environment ``env``, importing
+    ``preload`` (by default the learner's modules, torch among them) while this
+    process goes on; the next ``ProcessBackend.spawn`` calls of a backend with the
+    same ``env`` take them instead of starting new ones.
 
     ``hpcrl train`` calls it before it imports torch itself when the run has
-    ``num_learners`` > 1 on the local backend, so the learners' imports overlap
-    the driver's rather than follow them. Children not taken exit when this
-    process does (their socket closes).
+    ``num_learners`` > 1, or DD-PPO workers, on the local backend, so the
+    children's imports overlap the driver's rather than follow them. Children not
+    taken exit when this process does (their socket closes).
     """
+    env = dict(env or {})
     if not _PRESTARTED:
         atexit.register(_end_prestarted)
-    _PRESTARTED.extend(_start_child({}, preload) for _ in range(count))
+    _PRESTARTED.extend((*_start_child(env, preload), env) for _ in range(count))
 
 
 def _end_prestarted() -> None:
     while _PRESTARTED:
-        process, connection = _PRESTARTED.pop()
+        process, connection, _ = _PRESTARTED.pop()
         connection.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5.0)

@@ -89,7 +89,7 @@ def test_a_failing_constructor_is_an_error_of_spawn(backend):
 
 def test_prestarted_children_are_taken_by_the_next_spawns_then_new_ones_start():
     prestart(2, preload=("json",))
-    ready = [process.pid for process, _ in processes._PRESTARTED]
+    ready = [process.pid for process, _, _ in processes._PRESTARTED]
     backend = ProcessBackend()
     try:
         actors = backend.spawn(Counter, 0, count=3, role="counter")
@@ -101,16 +101,32 @@ def test_prestarted_children_are_taken_by_the_next_spawns_then_new_ones_start():
         backend.shutdown()
 
 
+def test_prestarted_children_are_taken_only_by_a_backend_with_their_environment():
+    prestart(1, preload=(), env={"OMP_NUM_THREADS": "1"})
+    [(ready, _, _)] = processes._PRESTARTED
+    plain, threaded = ProcessBackend(), ProcessBackend(env={"OMP_NUM_THREADS": "1"})
+    try:
+        [other] = plain.spawn(Counter, 0, role="counter")
+        assert plain.get(plain.call([other], "pid")) != [ready.pid]
+        [mine] = threaded.spawn(Counter, 0, role="counter")
+        assert threaded.get(threaded.call([mine], "pid")) == [ready.pid]
+        assert not processes._PRESTARTED
+    finally:
+        plain.shutdown()
+        threaded.shutdown()
+
+
 def test_prestarted_children_not_taken_exit_with_the_driver():
     prestart(1, preload=())
-    [(process, _)] = processes._PRESTARTED
+    [(process, _, _)] = processes._PRESTARTED
     processes._end_prestarted()
     assert process.wait(timeout=10) == 0 and not processes._PRESTARTED
 
 
-def test_cli_with_two_learners_takes_the_prestarted_learner_processes(tmp_path):
+def test_cli_takes_the_prestarted_learner_and_ddppo_worker_processes(tmp_path):
     """``hpcrl train --num-learners 2`` starts the learners before it imports torch
-    and its LearnerGroup takes them: exactly two learner processes ever start."""
+    and its LearnerGroup takes them: exactly two learner processes ever start. The
+    same for DD-PPO's two worker processes on the local backend."""
     script = (
         "import sys\n"
         "from hpcrl.learners import processes\n"
@@ -135,6 +151,16 @@ def test_cli_with_two_learners_takes_the_prestarted_learner_processes(tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     preloaded = "(('hpcrl.learners.learner',),)"
+    assert f"children started: [{preloaded}, {preloaded}]" in out.stdout
+    assert "done: stopped by training_iteration after 1 iterations" in out.stdout
+
+    # DD-PPO's two workers (its default) on the local backend, with a torch thread each
+    args[args.index("PPO")] = "DDPPO"
+    del args[args.index("--num-learners") : args.index("--num-learners") + 2]
+    args[args.index("--config") + 1] = '{"rollout_fragment_length": 32, "num_torch_threads": 1}'
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    preloaded = "(('hpcrl.algorithms.ddppo',),)"
     assert f"children started: [{preloaded}, {preloaded}]" in out.stdout
     assert "done: stopped by training_iteration after 1 iterations" in out.stdout
 
