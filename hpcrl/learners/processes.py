@@ -249,12 +249,16 @@ def prestart(
     ``hpcrl train`` calls it before it imports torch itself when the run has
     ``num_learners`` > 1, or DD-PPO workers, on the local backend, so the
     children's imports overlap the driver's rather than follow them. Children not
-    taken exit when this process does (their socket closes).
+    taken exit when this process does (their socket closes). Children of this
+    ``env`` still waiting count towards ``count`` (a program that runs ``hpcrl
+    train``'s main again and again in one process, whose runs failed before they
+    took theirs, keeps at most ``count`` waiting).
     """
     env = dict(env or {})
+    waiting = sum(1 for *_, their_env in _PRESTARTED if their_env == env)
     if not _PRESTARTED:
         atexit.register(_end_prestarted)
-    _PRESTARTED.extend((*_start_child(env, preload), env) for _ in range(count))
+    _PRESTARTED.extend((*_start_child(env, preload), env) for _ in range(count - waiting))
 
 
 def _end_prestarted() -> None:

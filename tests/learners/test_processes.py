@@ -116,6 +116,13 @@ def test_prestarted_children_are_taken_only_by_a_backend_with_their_environment(
         threaded.shutdown()
 
 
+def test_prestarting_again_counts_the_children_still_waiting():
+    prestart(2, preload=())
+    prestart(2, preload=())  # e.g. a second run in one process, the first one failed
+    assert len(processes._PRESTARTED) == 2
+    processes._end_prestarted()
+
+
 def test_prestarted_children_not_taken_exit_with_the_driver():
     prestart(1, preload=())
     [(process, _, _)] = processes._PRESTARTED
