@@ -58,6 +58,7 @@ from hpcrl.backends.prestart import DDPPO_DEFAULT_WORKERS, ddppo_worker_env
 from hpcrl.evaluation.rollout_worker import RolloutWorker
 from hpcrl.evaluation.worker_set import WorkerSet
 from hpcrl.learners.learner_group import LearnerGroup
+from hpcrl.learners.rendezvous import check_learner_options
 from hpcrl.optimizers.policy_optimizer import PolicyOptimizer
 from hpcrl.policy.loss_output import LEARNER_STATS_KEY
 from hpcrl.policy.observation_filter import without_filter_state
@@ -447,11 +448,10 @@ def validate_config(config: dict[str, Any]) -> None:
             "num_gpus_per_learner at 0 (set num_workers for more of them, "
             "num_gpus_per_worker: 1 to put each on a GPU)"
         )
-    if config["num_gpus_per_worker"] not in (0, 1):
-        raise ValueError(
-            f"num_gpus_per_worker must be 0 (workers on CPUs, gloo) or 1 (a GPU per "
-            f"worker, NCCL), got {config['num_gpus_per_worker']!r}"
-        )
+    # The learners' own check, before any worker starts.
+    check_learner_options(
+        config["num_gpus_per_worker"], config["learner_backend"], "num_gpus_per_worker"
+    )
 
 
 def make_ddppo_optimizer(workers: WorkerSet, config: dict[str, Any]) -> DDPPOOptimizer:
