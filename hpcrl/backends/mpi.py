@@ -891,7 +891,7 @@ def serve(comm: Any, lifeline: WorkerLifeline) -> None:
         traceback.print_exc()
         sys.stderr.flush()
         time.sleep(0.2)
-        comm.Abort(1)
+        _abort_job(comm)
 
 
 def _leave_preemption_signals_to_the_driver() -> None:
@@ -1164,8 +1164,34 @@ def _abort(comm: Any, message: str) -> None:
     sys.stderr.flush()
     time.sleep(0.2)  # let the launcher forward the message before the abort
     if _import_mpi().Query_thread() == _import_mpi().THREAD_MULTIPLE:
-        comm.Abort(1)
+        _abort_job(comm)
     os._exit(1)
+
+
+# How long MPI_Abort may take before the kernel ends this process instead.
+ABORT_DEADLINE_S = 5
+
+
+def _abort_job(comm: Any) -> None:
+    """``comm.Abort(1)``, with this process ended within ``ABORT_DEADLINE_S``
+    whatever becomes of the abort.
+
+    MPICH's MPI_Abort asks the process manager to end the job and then calls C's
+    ``exit``, which runs every library's exit handlers and static destructors. Called
+    from a lifeline's thread while the main thread still runs, one of them can wait
+    for ever (seen under ``srun --mpi=pmi2``, whose PMI-2 abort leaves the other
+    tasks running: a rank printed MPICH's abort message and never ended, and the
+    job with it). So a kernel alarm (or, where SIGALRM has a handler, a timer
+    thread's SIGKILL) ends the process if the abort has not.
+    """
+    if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
+        signal.alarm(ABORT_DEADLINE_S)  # default action: the kernel ends the process
+    else:
+        timer = threading.Timer(ABORT_DEADLINE_S, os.kill, (os.getpid(), signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+    comm.Abort(1)
+    os._exit(1)  # not reached: MPI_Abort does not return
 
 
 def _set_torch_threads(raw_comm: Any, num_threads: int | None) -> None:
@@ -1189,6 +1215,6 @@ def _abort_on_uncaught_exception(raw_comm: Any) -> None:
         previous(kind, value, tb)
         sys.stderr.flush()
         time.sleep(0.2)  # let the launcher forward the traceback before the abort
-        raw_comm.Abort(1)
+        _abort_job(raw_comm)
 
     sys.excepthook = hook
