@@ -19,7 +19,6 @@ from mpi4py import MPI
 
 from hpcrl.backends.mpi import _abort
 
-libc = ctypes.CDLL(None)
 forever = threading.Event()
 
 
@@ -30,9 +29,14 @@ def _hanging_exit_handler(_: int | None) -> None:
     forever.wait()
 
 
-libc.__cxa_atexit(_hanging_exit_handler, None, None)
-threading.Thread(
-    target=_abort, args=(MPI.COMM_WORLD, "the lifeline ends the job"), daemon=True
-).start()
-while True:
-    time.sleep(0.01)
+def main() -> None:
+    ctypes.CDLL(None).__cxa_atexit(_hanging_exit_handler, None, None)
+    threading.Thread(
+        target=_abort, args=(MPI.COMM_WORLD, "the lifeline ends the job"), daemon=True
+    ).start()
+    while True:
+        time.sleep(0.01)
+
+
+if __name__ == "__main__":
+    main()
