@@ -133,7 +133,7 @@ def slow(config):
     with open(os.path.join(tune.get_trial_dir(), "starts.txt"), "a") as f:
         f.write(f"{state['step']}\\n")
     for step in range(state["step"], 8):
-        time.sleep(0.15)
+        time.sleep(0.35)  # 2.8 s a trial: longer than the state file's 2 s interval
         tune.report(score=config["x"] * (step + 1))
         tune.save_checkpoint({"step": step + 1})
 
