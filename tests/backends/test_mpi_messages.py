@@ -127,3 +127,59 @@ def test_batch_columns_of_datetimes_and_records_go_in_the_one_reduction():
     out = round_trip(batch)
     assert out["r"].dtype == records.dtype and out["r"]["y"].tolist() == [2, 4]
     np.testing.assert_array_equal(out["t"], batch["t"])
+
+
+def _answer_batch(rows):
+    return SampleBatch(
+        {
+            "obs": np.arange(rows * 4, dtype=np.float32).reshape(rows, 4),
+            "actions": np.arange(rows, dtype=np.int64),
+            "terminateds": np.arange(rows) % 3 == 0,
+            "logits": np.ones((rows, 2), np.float16),
+        }
+    )
+
+
+def _is_batch_answer_message(message):
+    return int(message[:8].view(np.int64)[0]) == -1
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 500])
+def test_a_batch_answer_goes_without_pickle_and_comes_back_equal_and_aligned(rows):
+    batch = _answer_batch(rows)
+    message = _pack((17, True, batch, None))
+    assert _is_batch_answer_message(message)
+    call_id, ok, out, tb = round_trip((17, True, batch, None))
+    assert (call_id, ok, tb) == (17, True, None) and type(out) is SampleBatch
+    assert list(out) == list(batch)
+    for key, column in batch.items():
+        assert out[key].dtype == column.dtype and out[key].shape == column.shape
+        np.testing.assert_array_equal(out[key], column)
+        assert out[key].flags.writeable and out[key].ctypes.data % 16 == 0
+
+
+def test_batch_answers_of_other_shapes_and_keys_get_their_own_layouts():
+    # the receiver keys the layouts it decoded by their bytes: same signature, same
+    # layout; any other row count, dtype or key order, another
+    for rows in (5, 9, 5):
+        out = round_trip((rows, True, _answer_batch(rows), None))[2]
+        assert out["obs"].shape == (rows, 4) and out["actions"][-1] == rows - 1
+    swapped = SampleBatch({"b": np.zeros(3, np.int32), "a": np.ones(3)})
+    out = round_trip((1, True, swapped, None))[2]
+    assert list(out) == ["b", "a"] and out["b"].dtype == np.int32 and out["a"][0] == 1.0
+
+
+def test_batch_answers_that_cannot_skip_pickle_take_the_general_way():
+    strided = SampleBatch({"obs": np.arange(20.0).reshape(4, 5)[:, ::2], "t": np.arange(4)})
+    objects = SampleBatch({"infos": np.array([{}, {"a": 1}], dtype=object), "t": np.arange(2)})
+    fields = SampleBatch({"f": np.zeros(2, dtype=[("x", "f4"), ("y", "i8")])})
+    for batch in (strided, objects, fields):
+        assert not _is_batch_answer_message(_pack((3, True, batch, None)))
+        out = round_trip((3, True, batch, None))[2]
+        for key, column in batch.items():
+            assert out[key].dtype == column.dtype
+            np.testing.assert_array_equal(out[key], column)
+    # a failure, a traceback or a value beside the batch: the general way
+    plain = _answer_batch(2)
+    for other in ((3, False, plain, "tb"), (3, True, (plain,), None), ("m", True, plain, None)):
+        assert not _is_batch_answer_message(_pack(other))
