@@ -15,11 +15,12 @@ array is copied through pickle and the receiver's arrays are views of the
 received buffer. This departs from ``mpi4py.util.pkl5``, which sends the
 pickle and each out-of-band buffer as separate messages and lets numpy reduce
 each array: measured on a five-column sample batch, that took about three
-times as long per message. ``broadcast`` packs its payload (weights) once, the
-same way, and sends it as one ``Bcast`` of that byte buffer. ``reduce``
-combines the actors' arrays in one ``Reduce`` with the caller's function as a
-user-defined MPI operation (see ``_reduce``). Waiting for any result is
-``Improbe`` on ``ANY_SOURCE``.
+times as long per message. An answer or stream result that is one sample
+batch skips pickle altogether (``_Packer.pack_batch_answer``). ``broadcast``
+packs its payload (weights) once, the same way, and sends it as one ``Bcast``
+of that byte buffer. ``reduce`` combines the actors' arrays in one ``Reduce``
+with the caller's function as a user-defined MPI operation (see ``_reduce``).
+Waiting for any result is ``Improbe`` on ``ANY_SOURCE``.
 
 Streams (``MPIStream``, used by IMPALA/APPO): a worker rank given credits runs
 the stream's method over and over, sending each result to rank 0 as soon as
