@@ -309,11 +309,7 @@ def _unpack_batch_answer(message: np.ndarray) -> tuple:
             _decoded_layouts.clear()
         _decoded_layouts[key] = layout
     keys, specs = layout
-    region = message[start:]
-    batch = SampleBatch.__new__(SampleBatch)
-    columns = [np.ndarray(shape, dtype, region, offset) for dtype, shape, offset in specs]
-    dict.update(batch, zip(keys, columns))
-    return call_id, True, batch, None
+    return call_id, True, _batch_of_views(keys, specs, message[start:]), None
 
 
 _packers = threading.local()  # .packer: this thread's _Packer
@@ -339,9 +335,14 @@ def _array_in_message(offset: int, dtype: Any, shape: tuple[int, ...]) -> np.nda
 
 
 def _batch_in_message(keys: tuple[str, ...], specs: tuple[tuple, ...]) -> SampleBatch:
-    region = _region.current
+    return _batch_of_views(keys, specs, _region.current)
+
+
+def _batch_of_views(keys: tuple[str, ...], specs: Sequence[tuple], region: Any) -> SampleBatch:
+    """A sample batch whose columns ``keys`` are views into ``region``, one per
+    ``(dtype, shape, offset)`` of ``specs``."""
     batch = SampleBatch.__new__(SampleBatch)
-    columns = [np.ndarray(shape, code, region, offset) for code, shape, offset in specs]
+    columns = [np.ndarray(shape, dtype, region, offset) for dtype, shape, offset in specs]
     dict.update(batch, zip(keys, columns))
     return batch
 
