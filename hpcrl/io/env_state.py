@@ -43,6 +43,12 @@ _RANDOM_STATE = "__random_state__"
 _DEQUE = "__deque__"
 _ARRAY_KINDS = "biufUS"
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+# What built a vector env's copies: input to its construction, not stepping state
+# (gymnasium 1.2's ``make_vec`` keeps them as a spent generator, 1.4 as a list).
+_CONSTRUCTION_ATTRIBUTES = {
+    gym.vector.SyncVectorEnv: ("env_fns",),
+    gym.vector.AsyncVectorEnv: ("env_fns",),
+}
 _CONSTANT_TYPES = (
     gym.Space,
     gym.envs.registration.EnvSpec,
@@ -109,8 +115,11 @@ def _capture(obj: Any, where: str) -> dict[str, Any]:
     if _has_own_state(obj):
         return {_OWN: obj.get_state()}
     state: dict[str, Any] = {}
+    skipped = _construction_attributes(obj)
     for name, value in vars(obj).items():
         path = f"{where}.{name}"
+        if name in skipped:
+            continue
         if _is_env(value):
             state[name] = {_ENV: _capture(value, path)}
         elif isinstance(value, (list, tuple)) and value and all(_is_env(v) for v in value):
@@ -118,6 +127,13 @@ def _capture(obj: Any, where: str) -> dict[str, Any]:
         elif not _is_constant(value):
             state[name] = _value(value, path)
     return state
+
+
+def _construction_attributes(obj: Any) -> tuple[str, ...]:
+    for cls, names in _CONSTRUCTION_ATTRIBUTES.items():
+        if isinstance(obj, cls):
+            return names
+    return ()
 
 
 def _is_constant(value: Any) -> bool:

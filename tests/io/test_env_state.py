@@ -109,3 +109,28 @@ def test_unstorable_state_and_other_builds_are_refused():
     before = [e.unwrapped.state.copy() for e in three.envs]
     assert not restore_env(three, snapshot_env(two))  # built differently: left unchanged
     assert all((e.unwrapped.state == s).all() for e, s in zip(three.envs, before))
+
+
+def test_a_vector_env_built_from_a_generator_of_env_fns():
+    """gymnasium 1.2's ``make_vec`` keeps the (spent) generator it built the copies
+    from as ``env_fns``: construction input, which the snapshot leaves out."""
+
+    def build():
+        return gym.vector.SyncVectorEnv(
+            lambda: gym.make("CartPole-v1")
+            for _ in range(2)  # a generator, not a list
+        )
+
+    env = build()
+    env.reset(seed=5)
+    env.step(np.array([0, 1]))
+    snapshot = through_hdf5(snapshot_env(env))
+    assert snapshot["exact"], snapshot.get("reason")
+    actions = [np.array([i % 2, 1 - i % 2]) for i in range(30)]
+    expected = steps(env, actions)
+    fresh = build()
+    fresh.reset(seed=6)
+    assert restore_env(fresh, snapshot)
+    for a, b in zip(expected, steps(fresh, actions)):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
