@@ -54,6 +54,7 @@ import functools
 import io
 import itertools
 import logging
+import math
 import os
 import pickle
 import signal
@@ -236,7 +237,8 @@ class _Packer:
         is then a header and one ``bytes.join``, and the receiving rank keeps the
         layouts it has decoded, keyed by their bytes (``_unpack_batch_answer``).
         On a 500-row, ten-column batch this takes packing from 9 to 5 us and
-        unpacking from 10 to 6 us, per message of a stream, on rank 0.
+        unpacking from 10 to 6 us, per message of a stream, on rank 0 (and the
+        columns made as fields of one structured view, from 6 to 4 us).
         """
         arrays = tuple(batch.values())
         signature = (tuple(batch), *[(a.dtype, a.shape) for a in arrays])
@@ -275,7 +277,8 @@ _PADS = [bytes(n) for n in range(_ALIGN)]
 _BATCH_HEAD = struct.Struct("<qqqq")
 _NO_LAYOUT = object()  # a batch signature that pack_batch_answer cannot send
 _MAX_LAYOUTS = 64  # layouts kept per packer, and decoded layouts kept per process
-_decoded_layouts: dict[bytes, tuple] = {}  # layout bytes -> (keys, (dtype, shape, offset)...)
+_decoded_layouts: dict[bytes, tuple] = {}  # layout bytes -> keys, (dtype, shape, offset)s,
+# and their structured dtype (or None)
 
 
 def _batch_layout(keys: tuple[str, ...], arrays: tuple[np.ndarray, ...]) -> Any:
@@ -304,12 +307,39 @@ def _unpack_batch_answer(message: np.ndarray) -> tuple:
     layout = _decoded_layouts.get(key)
     if layout is None:
         keys, specs = pickle.loads(key)
-        layout = (keys, [(np.dtype(code), shape, offset) for code, shape, offset in specs])
+        specs = [(np.dtype(code), shape, offset) for code, shape, offset in specs]
+        layout = (keys, specs, _columns_dtype(keys, specs))
         if len(_decoded_layouts) >= _MAX_LAYOUTS:
             _decoded_layouts.clear()
         _decoded_layouts[key] = layout
-    keys, specs = layout
-    return call_id, True, _batch_of_views(keys, specs, message[start:]), None
+    keys, specs, columns = layout
+    region = message[start:]
+    if columns is None:
+        return call_id, True, _batch_of_views(keys, specs, region), None
+    # One structured view of the region, then a field per column: about half the
+    # time of making each column's view on its own (2.4 against 5.7 us for ten).
+    whole = np.ndarray((), columns, region)
+    batch = SampleBatch.__new__(SampleBatch)
+    dict.update(batch, zip(keys, [whole[name] for name in keys]))
+    return call_id, True, batch, None
+
+
+def _columns_dtype(keys: tuple, specs: Sequence[tuple]) -> np.dtype | None:
+    """A structured dtype whose fields are the columns (named by ``keys``, each a
+    ``(dtype, shape, offset)`` of ``specs``) of a message's array region; None
+    where numpy cannot name the fields so (keys that are not distinct strings)."""
+    size = max((o + d.itemsize * math.prod(s) for d, s, o in specs), default=0)
+    try:
+        return np.dtype(
+            {
+                "names": list(keys),
+                "formats": [np.dtype((dtype, shape)) for dtype, shape, _ in specs],
+                "offsets": [offset for _, _, offset in specs],
+                "itemsize": size,
+            }
+        )
+    except (TypeError, ValueError):
+        return None
 
 
 _packers = threading.local()  # .packer: this thread's _Packer

@@ -169,6 +169,26 @@ def test_batch_answers_of_other_shapes_and_keys_get_their_own_layouts():
     assert list(out) == ["b", "a"] and out["b"].dtype == np.int32 and out["a"][0] == 1.0
 
 
+def test_batch_answer_columns_are_views_of_the_message_whatever_the_keys():
+    # distinct string keys come back as fields of one structured view of the
+    # message; other keys (not field names to numpy) as views made one by one
+    for batch in (
+        _answer_batch(6),
+        SampleBatch({"": np.arange(3.0), "a b": np.zeros((3, 0)), "t": np.ones((3, 2), "M8[s]")}),
+        SampleBatch({1: np.arange(4), 2: np.ones(4, np.float32)}),
+        SampleBatch(),
+    ):
+        message = _pack((5, True, batch, None)).copy()  # writable, as a receive's buffer
+        assert _is_batch_answer_message(message)
+        out = _unpack(message)[2]
+        assert list(out) == list(batch)
+        for column, got in zip(batch.values(), out.values()):
+            assert got.dtype == column.dtype and got.shape == column.shape
+            np.testing.assert_array_equal(got, column)
+            assert got.flags.c_contiguous and got.flags.writeable
+            assert np.shares_memory(got, message) or not got.size
+
+
 def test_batch_answers_that_cannot_skip_pickle_take_the_general_way():
     strided = SampleBatch({"obs": np.arange(20.0).reshape(4, 5)[:, ::2], "t": np.arange(4)})
     objects = SampleBatch({"infos": np.array([{}, {"a": 1}], dtype=object), "t": np.arange(2)})
