@@ -319,9 +319,7 @@ def _unpack_batch_answer(message: np.ndarray) -> tuple:
     # One structured view of the region, then a field per column: about half the
     # time of making each column's view on its own (2.4 against 5.7 us for ten).
     whole = np.ndarray((), columns, region)
-    batch = SampleBatch.__new__(SampleBatch)
-    dict.update(batch, zip(keys, [whole[name] for name in keys]))
-    return call_id, True, batch, None
+    return call_id, True, _batch_of_columns(keys, [whole[name] for name in keys]), None
 
 
 def _columns_dtype(keys: tuple, specs: Sequence[tuple]) -> np.dtype | None:
@@ -371,8 +369,13 @@ def _batch_in_message(keys: tuple[str, ...], specs: tuple[tuple, ...]) -> Sample
 def _batch_of_views(keys: tuple[str, ...], specs: Sequence[tuple], region: Any) -> SampleBatch:
     """A sample batch whose columns ``keys`` are views into ``region``, one per
     ``(dtype, shape, offset)`` of ``specs``."""
-    batch = SampleBatch.__new__(SampleBatch)
     columns = [np.ndarray(shape, dtype, region, offset) for dtype, shape, offset in specs]
+    return _batch_of_columns(keys, columns)
+
+
+def _batch_of_columns(keys: Sequence[str], columns: list[np.ndarray]) -> SampleBatch:
+    """A sample batch of ``columns`` as they are (no checks, no copies)."""
+    batch = SampleBatch.__new__(SampleBatch)
     dict.update(batch, zip(keys, columns))
     return batch
 

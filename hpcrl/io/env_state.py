@@ -6,8 +6,9 @@ instance attributes that are numpy arrays, Python scalars, strings, lists,
 tuples, dicts and deques of those, and random generators
 (``np.random.Generator`` bit-generator states, ``np.random.RandomState``).
 It skips what cannot change while stepping (spaces, ``spec``, callables,
-classes, enums). ``restore_env(env, snapshot)`` writes them back into a
-freshly made env of the same construction.
+classes, enums, and the ``env_fns`` a vector env was built from).
+``restore_env(env, snapshot)`` writes them back into a freshly made env of
+the same construction.
 
 An object may instead define both ``get_state()`` (returning such a tree)
 and ``set_state(state)``; its own methods are then used for it and what is
@@ -43,12 +44,9 @@ _RANDOM_STATE = "__random_state__"
 _DEQUE = "__deque__"
 _ARRAY_KINDS = "biufUS"
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
-# What built a vector env's copies: input to its construction, not stepping state
-# (gymnasium 1.2's ``make_vec`` keeps them as a spent generator, 1.4 as a list).
-_CONSTRUCTION_ATTRIBUTES = {
-    gym.vector.SyncVectorEnv: ("env_fns",),
-    gym.vector.AsyncVectorEnv: ("env_fns",),
-}
+# A vector env's ``env_fns``, what built its copies: input to its construction, not
+# stepping state (gymnasium 1.2's ``make_vec`` keeps a spent generator there, 1.4 a list).
+_BUILT_FROM_ENV_FNS = (gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)
 _CONSTANT_TYPES = (
     gym.Space,
     gym.envs.registration.EnvSpec,
@@ -115,10 +113,10 @@ def _capture(obj: Any, where: str) -> dict[str, Any]:
     if _has_own_state(obj):
         return {_OWN: obj.get_state()}
     state: dict[str, Any] = {}
-    skipped = _construction_attributes(obj)
+    skip_env_fns = isinstance(obj, _BUILT_FROM_ENV_FNS)
     for name, value in vars(obj).items():
         path = f"{where}.{name}"
-        if name in skipped:
+        if skip_env_fns and name == "env_fns":
             continue
         if _is_env(value):
             state[name] = {_ENV: _capture(value, path)}
@@ -127,13 +125,6 @@ def _capture(obj: Any, where: str) -> dict[str, Any]:
         elif not _is_constant(value):
             state[name] = _value(value, path)
     return state
-
-
-def _construction_attributes(obj: Any) -> tuple[str, ...]:
-    for cls, names in _CONSTRUCTION_ATTRIBUTES.items():
-        if isinstance(obj, cls):
-            return names
-    return ()
 
 
 def _is_constant(value: Any) -> bool:
