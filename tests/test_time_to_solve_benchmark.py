@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -23,6 +24,13 @@ def time_to_solve(monkeypatch):
     return time_to_solve
 
 
+# The SB3 side needs the bench extra (peers stay out of the test extra).
+needs_sb3 = pytest.mark.skipif(
+    importlib.util.find_spec("stable_baselines3") is None,
+    reason="needs stable-baselines3: pip install -e '.[bench]'",
+)
+
+
 def run_script(*args: str) -> subprocess.CompletedProcess:
     out = subprocess.run(
         [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300
@@ -31,6 +39,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     return out
 
 
+@needs_sb3
 def test_sb3_and_cleanrl_children_run_a_task_and_the_summary_lists_them():
     out = run_script(
         "--tasks", "cartpole-ppo", "--systems", "sb3", "cleanrl", "--seeds", "0",
@@ -47,6 +56,7 @@ def test_cleanrl_child_for_continuous_actions_prints_its_json_line():
     assert json.loads(out.stdout.splitlines()[-1]) == {"solved": False, "env_steps": 2048}
 
 
+@needs_sb3
 def test_every_zoo_entry_builds_its_sb3_model(time_to_solve):
     for task in time_to_solve.TASKS.values():
         assert time_to_solve.sb3_child(task, seed=0, budget=0) == {
